@@ -1,0 +1,1 @@
+"""The ``histosynth`` command line: ``histosynth <stage> <verb>``."""

@@ -1,0 +1,58 @@
+"""Root of the ``histosynth`` command. Commands import their stage lazily to keep start-up fast."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from histosynth.cli import data as data_commands
+from histosynth.cli import train as train_commands
+from histosynth.cli.demo import demo
+from histosynth.cli.sample import sample
+from histosynth.errors import HistosynthError
+
+app = typer.Typer(
+    name="histosynth",
+    help="Generate, control and audit synthetic histopathology data.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(data_commands.app, name="data")
+app.add_typer(train_commands.app, name="train")
+app.command(name="sample")(sample)
+app.command(name="demo")(demo)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from histosynth import __version__
+
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", help="Print the version and exit.", is_eager=True, callback=_print_version
+    ),
+) -> None:
+    """Generate, control and audit synthetic histopathology data."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the app; a :class:`HistosynthError` becomes one stderr line and exit 2."""
+    try:
+        app(args=argv, prog_name="histosynth")
+    except HistosynthError as error:
+        typer.echo(f"error: {error}", err=True)
+        sys.exit(error.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

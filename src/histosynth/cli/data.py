@@ -1,0 +1,85 @@
+"""``histosynth data ...``: validate, summarise and tile datasets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from histosynth.errors import InputError
+
+app = typer.Typer(help="Tile datasets and slides: validate, summarise, tile.", no_args_is_help=True)
+
+ClassesOption = typer.Option(
+    None,
+    "--classes",
+    help="Class list JSON (or 'ebhi'). Default: classes.json beside the manifest, else inferred.",
+)
+
+
+@app.command()
+def validate(
+    manifest: Path = typer.Argument(..., help="Manifest CSV (id,image,mask,label,split) or dataset folder."),
+    classes: Optional[str] = ClassesOption,
+    require_splits: str = typer.Option(
+        "train", help="Comma-separated splits that must hold at least one tile ('' for none)."
+    ),
+    jobs: int = typer.Option(2, min=1, help="Threads used to open files."),
+) -> None:
+    """Check every row and report all problems at once: exit 0 when clean, 2 with one line per problem."""
+    from histosynth.cli.progress import progress_bar
+    from histosynth.data.manifest import load_manifest
+    from histosynth.data.validate import validate_manifest
+
+    dataset = load_manifest(manifest, classes)
+    required = [s for s in require_splits.split(",") if s.strip()]
+    with progress_bar("validating", len(dataset)) as advance:
+        problems = validate_manifest(dataset, required_splits=required, jobs=jobs, on_row=advance)
+    for problem in problems:
+        typer.echo(str(problem), err=True)
+    if problems:
+        typer.echo(f"{len(problems)} problem(s) in {len(dataset)} rows of {manifest}", err=True)
+        raise typer.Exit(2)
+    typer.echo(f"ok: {len(dataset)} rows, {len(dataset.classes.labels)} classes, splits {', '.join(dataset.splits) or '-'}")
+
+
+@app.command()
+def stats(
+    manifest: Path = typer.Argument(..., help="Manifest CSV or dataset folder."),
+    classes: Optional[str] = ClassesOption,
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the statistics as JSON here."),
+    jobs: int = typer.Option(2, min=1, help="Threads used to open files."),
+) -> None:
+    """Counts per class and split, mask foreground fraction, mean/std colour."""
+    from histosynth.cli.progress import progress_bar
+    from histosynth.data.manifest import load_manifest
+    from histosynth.data.stats import compute_stats, format_stats
+    from histosynth.io import write_json
+
+    dataset = load_manifest(manifest, classes)
+    with progress_bar("reading tiles", len(dataset)) as advance:
+        result = compute_stats(dataset, jobs=jobs, on_row=advance)
+    typer.echo(format_stats(result))
+    if json_out:
+        write_json(json_out, result.model_dump(mode="json"))
+
+
+@app.command(name="classes")
+def save_classes(
+    manifest: Path = typer.Argument(..., help="Manifest CSV or dataset folder."),
+    out: Path = typer.Option(..., "--out", help="Where to write classes.json."),
+    classes: Optional[str] = ClassesOption,
+) -> None:
+    """Write the class list (label -> id, mask value -> class) that a manifest resolves to."""
+    from histosynth.data.manifest import load_manifest
+
+    dataset = load_manifest(manifest, classes)
+    dataset.classes.save(out)
+    for index, label in enumerate(dataset.classes.labels):
+        typer.echo(f"{index}\t{label}")
+
+
+from histosynth.cli.tile import tile  # noqa: E402  (own module, registered here)
+
+app.command()(tile)

@@ -1,0 +1,125 @@
+"""``histosynth train autoencoder|denoiser``: resumable training from a tile manifest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(help="Train the autoencoder, then the latent denoiser, into one model folder.", no_args_is_help=True)
+
+DATA = typer.Option(..., "--data", help="Manifest CSV (id,image,mask,label,split) or dataset folder.")
+OUT = typer.Option(..., "--out", help="Model folder; rerunning the same command resumes from its last checkpoint.")
+CONFIG = typer.Option(None, "--config", help="YAML with optional sections train:, model:, objective:.")
+SPLIT = typer.Option("train", help="Split(s) to train on, comma-separated.")
+STEPS = typer.Option(None, "--steps", min=1, help="Override train.steps.")
+BATCH = typer.Option(None, "--batch-size", min=1, help="Override train.batch_size.")
+CLASSES = typer.Option(None, "--classes", help="Class list JSON or 'ebhi' (default: beside the manifest, or inferred).")
+THREADS = typer.Option(None, "--threads", min=1, help="Torch CPU threads (default: torch's choice).")
+
+
+def _settings(config: Optional[Path], steps: Optional[int], batch_size: Optional[int]):
+    from histosynth.training.config import TrainConfig, load_yaml_section, parse_config
+
+    values = load_yaml_section(config, "train")
+    if steps is not None:
+        values["steps"] = steps
+    if batch_size is not None:
+        values["batch_size"] = batch_size
+    return parse_config(TrainConfig, values, config or "--steps/--batch-size")
+
+
+def _load_tiles(data: Path, split: str, classes: Optional[str], size: int, unlabelled: Optional[Path] = None):
+    from histosynth.cli.progress import progress_bar
+    from histosynth.data.manifest import TileManifest, load_manifest
+    from histosynth.training.tensors import load_tile_tensors
+
+    manifest = load_manifest(data, classes).select_split(*[s.strip() for s in split.split(",") if s.strip()])
+    if unlabelled is not None:
+        extra = load_manifest(unlabelled, manifest.classes)
+        records = manifest.records + [
+            type(r)(id=r.id, image=r.image, mask=None, label=None, split=r.split, extra=r.extra, row=r.row)
+            for r in extra.records
+        ]
+        manifest = TileManifest(manifest.source, records, manifest.classes)
+    with progress_bar("loading tiles", len(manifest)) as advance:
+        tiles = load_tile_tensors(manifest, size, on_item=advance)
+    return manifest, tiles
+
+
+def _step_reporter(handle, total: int):
+    handle.set_total(total)
+
+    def report(step: int, metrics: dict[str, float]) -> None:
+        handle.set_completed(step)
+        handle.set_status(f"loss {metrics['loss']:.4f}")
+
+    return report
+
+
+@app.command()
+def autoencoder(
+    data: Path = DATA, out: Path = OUT, config: Optional[Path] = CONFIG, split: str = SPLIT,
+    steps: Optional[int] = STEPS, batch_size: Optional[int] = BATCH, classes: Optional[str] = CLASSES,
+    threads: Optional[int] = THREADS,
+) -> None:
+    """Train the KL autoencoder (224 px -> 28x28x4 latents) on random crops; writes OUT/autoencoder."""
+    import torch
+
+    from histosynth.cli.progress import progress_bar
+    from histosynth.models.autoencoder import AutoencoderConfig
+    from histosynth.training.config import load_yaml_section, parse_config
+    from histosynth.training.objectives import AutoencoderLossConfig
+    from histosynth.training.recipes import train_autoencoder
+
+    if threads:
+        torch.set_num_threads(threads)
+    train_config = _settings(config, steps, batch_size)
+    model_config = parse_config(AutoencoderConfig, load_yaml_section(config, "model"), config or "defaults")
+    loss_config = parse_config(AutoencoderLossConfig, load_yaml_section(config, "objective"), config or "defaults")
+    manifest, tiles = _load_tiles(data, split, classes, model_config.tile_size)
+    with progress_bar("training autoencoder", train_config.steps) as handle:
+        result = train_autoencoder(manifest, tiles, out, model_config, train_config, loss_config,
+                                   on_step=_step_reporter(handle, train_config.steps))
+    typer.echo(f"autoencoder: {result.steps} steps ({result.items_per_second:.1f} crops/s) -> {result.folder}")
+
+
+@app.command()
+def denoiser(
+    data: Path = DATA, out: Path = OUT, config: Optional[Path] = CONFIG, split: str = SPLIT,
+    steps: Optional[int] = STEPS, batch_size: Optional[int] = BATCH, classes: Optional[str] = CLASSES,
+    threads: Optional[int] = THREADS,
+    autoencoder_dir: Optional[Path] = typer.Option(None, "--autoencoder", help="Autoencoder folder (default OUT/autoencoder)."),
+    unlabelled: Optional[Path] = typer.Option(
+        None, "--unlabelled", help="Extra tiles with no label or mask: they train the null condition only."),
+) -> None:
+    """Train the class- and mask-conditioned latent denoiser; writes OUT/denoiser and OUT/classes.json."""
+    import torch
+
+    from histosynth.cli.progress import progress_bar
+    from histosynth.models.autoencoder import AutoencoderConfig
+    from histosynth.models.denoiser import DenoiserConfig
+    from histosynth.models.folder import read_folder_config
+    from histosynth.training.config import load_yaml_section, parse_config
+    from histosynth.training.objectives import DenoiserLossConfig
+    from histosynth.training.recipes import AUTOENCODER_DIR, train_denoiser
+
+    if threads:
+        torch.set_num_threads(threads)
+    ae_dir = autoencoder_dir or out / AUTOENCODER_DIR
+    ae_config = read_folder_config(ae_dir, "autoencoder", AutoencoderConfig)
+    train_config = _settings(config, steps, batch_size)
+    manifest, tiles = _load_tiles(data, split, classes, ae_config.tile_size, unlabelled)
+    model_values = {"latent_channels": ae_config.latent_channels, "latent_size": ae_config.latent_size,
+                    "num_labels": len(manifest.classes.labels),
+                    "num_mask_classes": manifest.classes.num_mask_classes, **load_yaml_section(config, "model")}
+    model_config = parse_config(DenoiserConfig, model_values, config or "defaults")
+    loss_config = parse_config(DenoiserLossConfig, load_yaml_section(config, "objective"), config or "defaults")
+    with progress_bar("encoding latents (8 symmetries)", len(tiles)) as handle:
+        encode_progress = handle
+        with progress_bar("training denoiser", train_config.steps) as train_handle:
+            result = train_denoiser(manifest, tiles, out, ae_dir, model_config, train_config, loss_config,
+                                    on_step=_step_reporter(train_handle, train_config.steps),
+                                    on_encode=encode_progress)
+    typer.echo(f"denoiser: {result.steps} steps ({result.items_per_second:.1f} latents/s) -> {result.folder}")

@@ -1,0 +1,153 @@
+"""Tile manifests: a CSV ``id,image,mask,label,split`` or a folder ``images/`` + ``masks/``.
+
+Paths in a CSV are relative to the CSV. Loading reads only the table; files are opened later
+(by :mod:`histosynth.data.images` or :func:`histosynth.data.validate.validate_manifest`), so a
+manifest with missing files still loads and can be validated as a whole.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from histosynth.data.classes import CLASS_FILE_NAME, ClassList
+from histosynth.errors import InputError
+
+REQUIRED_COLUMNS = ("id", "image")
+STANDARD_COLUMNS = ("id", "image", "mask", "label", "split")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+MANIFEST_FILE_NAME = "manifest.csv"
+
+
+@dataclass(frozen=True)
+class TileRecord:
+    """One tile: its image, optional mask, optional label and split, and any extra columns."""
+
+    id: str
+    image: Path
+    mask: Path | None = None
+    label: str | None = None
+    split: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+    row: int = 0  # 1-based data row in the CSV (0 for folder datasets), for error messages
+
+
+@dataclass
+class TileManifest:
+    """A list of tile records with the class list that gives their labels ids."""
+
+    source: Path
+    records: list[TileRecord]
+    classes: ClassList
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self) -> Iterator[TileRecord]:
+        return iter(self.records)
+
+    @property
+    def splits(self) -> list[str]:
+        return sorted({r.split for r in self.records if r.split})
+
+    def select_split(self, *names: str) -> TileManifest:
+        """Records whose split is one of ``names``; ``InputError`` if none match."""
+        chosen = [r for r in self.records if r.split in names]
+        if not chosen:
+            raise InputError(
+                f"split {'/'.join(names)!r} has no tiles (splits here: {', '.join(self.splits) or 'none'})",
+                self.source,
+            )
+        return TileManifest(self.source, chosen, self.classes)
+
+    def label_ids(self) -> list[int]:
+        return [self.classes.label_id(r.label) for r in self.records]
+
+
+def _none_if_empty(value: str | None) -> str | None:
+    value = (value or "").strip()
+    return value or None
+
+
+def read_manifest_csv(path: Path) -> list[TileRecord]:
+    """Parse a manifest CSV into records with absolute paths; structural problems raise."""
+    base = path.parent
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:  # -sig: tolerate an Excel BOM
+            reader = csv.DictReader(handle)
+            columns = reader.fieldnames or []
+            missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+            if missing:
+                raise InputError(
+                    f"manifest lacks column(s) {', '.join(missing)} (has: {', '.join(columns) or 'none'})",
+                    path,
+                )
+            records = []
+            for row_number, row in enumerate(reader, start=1):
+                image = _none_if_empty(row.get("image"))
+                mask = _none_if_empty(row.get("mask"))
+                records.append(
+                    TileRecord(
+                        id=(row.get("id") or "").strip(),
+                        image=(base / image) if image else base,
+                        mask=(base / mask) if mask else None,
+                        label=_none_if_empty(row.get("label")),
+                        split=_none_if_empty(row.get("split")),
+                        extra={k: (v or "") for k, v in row.items() if k not in STANDARD_COLUMNS and k},
+                        row=row_number,
+                    )
+                )
+    except FileNotFoundError:
+        raise InputError("manifest not found", path) from None
+    except UnicodeDecodeError:
+        raise InputError("manifest is not a UTF-8 CSV file", path) from None
+    except csv.Error as error:
+        raise InputError(f"manifest is not a valid CSV ({error})", path) from None
+    return records
+
+
+def read_image_folder(folder: Path) -> list[TileRecord]:
+    """Records for ``folder/images/*`` with masks ``folder/masks/<stem>.png`` where present."""
+    images_dir, masks_dir = folder / "images", folder / "masks"
+    if not images_dir.is_dir():
+        raise InputError("folder dataset needs an images/ subfolder", folder)
+    records = []
+    for image in sorted(p for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+        mask = masks_dir / f"{image.stem}.png"
+        records.append(TileRecord(id=image.stem, image=image, mask=mask if mask.exists() else None))
+    if not records:
+        raise InputError("images/ holds no images", folder)
+    return records
+
+
+def load_manifest(path: str | Path, classes: ClassList | str | Path | None = None) -> TileManifest:
+    """Load a tile dataset from a manifest CSV or a folder.
+
+    A folder that holds ``manifest.csv`` (the synthetic dataset contract) is read through it;
+    otherwise ``images/`` + ``masks/`` are paired by file stem. The class list is, in order:
+    ``classes`` (object, file or preset name ``ebhi``), ``classes.json`` beside the manifest,
+    or inferred from the labels present.
+    """
+    path = Path(path)
+    if path.is_dir():
+        csv_path = path / MANIFEST_FILE_NAME
+        records = read_manifest_csv(csv_path) if csv_path.exists() else read_image_folder(path)
+        class_dir = path
+    elif path.exists():
+        records = read_manifest_csv(path)
+        class_dir = path.parent
+    else:
+        raise InputError("no such manifest or folder", path)
+
+    if isinstance(classes, ClassList):
+        class_list = classes
+    elif classes is not None:
+        class_list = ClassList.load(classes)
+    elif (class_dir / CLASS_FILE_NAME).exists():
+        class_list = ClassList.load(class_dir / CLASS_FILE_NAME)
+    else:
+        labels = [r.label for r in records]
+        class_list = ClassList.infer(labels) if any(labels) else ClassList(labels=["tissue"])
+    return TileManifest(source=path, records=records, classes=class_list)

@@ -1,0 +1,1 @@
+"""Whole-slide images: reading through OpenSlide/tifffile, tissue detection, tiling."""

@@ -1,0 +1,213 @@
+"""Validate a tile manifest: check every row and report all problems at once.
+
+Table rules (ids, labels, splits) are checked on the records; file rules (missing, corrupt,
+size mismatch, mask values) open every image and mask once, fully decoded, in a thread pool.
+Problems come back in row order, then dataset-wide ones (required splits with no rows).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+
+from histosynth.data.images import read_raw_mask, read_rgb
+from histosynth.data.manifest import MANIFEST_FILE_NAME, TileManifest, TileRecord
+from histosynth.errors import HistosynthError
+
+T = TypeVar("T")
+R = TypeVar("R")
+RowCallback = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem found in a manifest; ``str()`` gives one line naming the place and the problem.
+
+    ``path`` is the manifest CSV (or the dataset folder when it has none), ``row`` the 1-based
+    data row, shown as the CSV line number (header = line 1); 0 when not about one CSV row.
+    """
+
+    path: Path
+    row: int
+    id: str | None
+    kind: str
+    message: str
+
+    def __str__(self) -> str:
+        place = f"{self.path}:{self.row + 1}" if self.row > 0 else str(self.path)
+        who = f" (id {self.id})" if self.id else ""
+        return f"{place}{who}: {self.message}"
+
+
+def map_in_order(
+    function: Callable[[T], R],
+    items: Iterable[T],
+    jobs: int = 1,
+    on_row: RowCallback | None = None,
+) -> Iterator[R]:
+    """Apply ``function`` in ``jobs`` threads, yielding results in input order.
+
+    At most ``4 * jobs`` items are in flight, so memory stays bounded; ``on_row(1)`` is called
+    as each result is yielded. An exception stops the pool and propagates.
+    """
+    jobs = max(1, jobs)
+    pending: list[Future[R]] = []
+    executor = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="histosynth-read")
+    try:
+        for item in items:
+            pending.append(executor.submit(function, item))
+            if len(pending) >= 4 * jobs:
+                yield _take_first(pending, on_row)
+        while pending:
+            yield _take_first(pending, on_row)
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _take_first(pending: list[Future[R]], on_row: RowCallback | None) -> R:
+    result = pending.pop(0).result()
+    if on_row is not None:
+        on_row(1)
+    return result
+
+
+def _display(path: Path, base: Path) -> str:
+    """``path`` relative to the manifest folder when it lies below it, else as given."""
+    return path.relative_to(base).as_posix() if path.is_relative_to(base) else str(path)
+
+
+def _reason(error: Exception) -> str:
+    """The message of an error without the ``<path>: `` prefix a :class:`HistosynthError` adds."""
+    text = str(error)
+    if isinstance(error, HistosynthError) and error.path is not None:
+        text = text.removeprefix(f"{error.path}: ")
+    elif not isinstance(error, HistosynthError):
+        text = f"corrupt or unreadable ({type(error).__name__}: {text})"
+    return " ".join(text.split())
+
+
+class _Checker:
+    """Builds :class:`Problem` objects for one manifest (knows where paths are shown from)."""
+
+    def __init__(self, dataset: TileManifest) -> None:
+        self.dataset = dataset
+        source = dataset.source
+        self.is_csv = not source.is_dir() or (source / MANIFEST_FILE_NAME).exists()
+        self.csv_path = source / MANIFEST_FILE_NAME if source.is_dir() and self.is_csv else source
+        self.base = self.csv_path.parent if self.is_csv else source
+        self.allowed_mask_values = sorted(dataset.classes.mask_values)
+
+    def problem(self, record: TileRecord | None, kind: str, message: str) -> Problem:
+        path = self.csv_path if self.is_csv else self.dataset.source
+        if record is None:
+            return Problem(path, 0, None, kind, message)
+        return Problem(path, record.row, record.id or None, kind, message)
+
+    def show(self, path: Path) -> str:
+        return _display(path, self.base)
+
+    def check_files(self, record: TileRecord) -> list[Problem]:
+        """Open the image and mask of one row (each once) and report what is wrong with them."""
+        problems: list[Problem] = []
+        image_size = None
+        if record.image.is_dir():
+            problems.append(self.problem(record, "missing_image", "image cell is empty or names a folder"))
+        elif not record.image.is_file():
+            problems.append(self.problem(record, "missing_image", f"image {self.show(record.image)} not found"))
+        else:
+            try:
+                image = read_rgb(record.image)
+                image_size = (image.shape[1], image.shape[0])
+            except Exception as error:  # noqa: BLE001 - every failure is a problem to report
+                message = f"image {self.show(record.image)}: {_reason(error)}"
+                problems.append(self.problem(record, "corrupt_image", message))
+        if record.mask is None:
+            return problems
+        mask_name = self.show(record.mask)
+        if not record.mask.is_file():
+            problems.append(self.problem(record, "missing_mask", f"mask {mask_name} not found"))
+            return problems
+        try:
+            raw = read_raw_mask(record.mask)
+        except Exception as error:  # noqa: BLE001
+            problems.append(self.problem(record, "corrupt_mask", f"mask {mask_name}: {_reason(error)}"))
+            return problems
+        mask_size = (raw.shape[1], raw.shape[0])
+        if image_size is not None and mask_size != image_size:
+            problems.append(self.problem(
+                record, "size_mismatch",
+                f"mask {mask_name} is {mask_size[0]}x{mask_size[1]} but image "
+                f"{self.show(record.image)} is {image_size[0]}x{image_size[1]}",
+            ))
+        present = np.flatnonzero(np.bincount(raw.ravel(), minlength=256))
+        bad = [int(v) for v in present if int(v) not in self.dataset.classes.mask_values]
+        if bad:
+            shown = ", ".join(map(str, bad[:8])) + (", ..." if len(bad) > 8 else "")
+            allowed = ", ".join(map(str, self.allowed_mask_values))
+            problems.append(self.problem(
+                record, "mask_values",
+                f"mask {mask_name} has values {shown} outside the declared classes (allowed: {allowed})",
+            ))
+        return problems
+
+    def check_table(self) -> dict[int, list[Problem]]:
+        """Id, label and split rules, keyed by record index."""
+        records = self.dataset.records
+        labels = self.dataset.classes.labels
+        has_split_values = any(r.split for r in records)
+        first_row_of: dict[str, TileRecord] = {}
+        found: dict[int, list[Problem]] = {}
+        for index, record in enumerate(records):
+            problems = found.setdefault(index, [])
+            if not record.id:
+                problems.append(self.problem(record, "empty_id", "id is empty"))
+            elif record.id in first_row_of:
+                first = first_row_of[record.id]
+                where = f"line {first.row + 1}" if self.is_csv else self.show(first.image)
+                message = f"duplicate id {record.id!r}, first used on {where}"
+                problems.append(self.problem(record, "duplicate_id", message))
+            else:
+                first_row_of[record.id] = record
+            if record.label and record.label not in labels:
+                problems.append(self.problem(
+                    record, "unknown_label",
+                    f"unknown label {record.label!r} (known: {', '.join(labels)})",
+                ))
+            if has_split_values and not record.split:
+                problems.append(self.problem(record, "empty_split", "split cell is empty while other rows have one"))
+        return found
+
+    def check_required_splits(self, required_splits: Iterable[str]) -> list[Problem]:
+        present = self.dataset.splits
+        problems = []
+        for split in required_splits:
+            if not any(r.split == split for r in self.dataset.records):
+                hint = ", ".join(present) if present else "none; pass --require-splits '' to allow that"
+                problems.append(self.problem(None, "empty_split", f"split {split!r} has no rows (splits here: {hint})"))
+        return problems
+
+
+def validate_manifest(
+    dataset: TileManifest,
+    required_splits: Iterable[str] = (),
+    jobs: int = 1,
+    on_row: RowCallback | None = None,
+) -> list[Problem]:
+    """Check every row of ``dataset`` and return all problems (empty list when clean).
+
+    Every image and mask is decoded once, in ``jobs`` threads; ``on_row(1)`` is called per row.
+    """
+    checker = _Checker(dataset)
+    table = checker.check_table()
+    problems: list[Problem] = []
+    file_results = map_in_order(checker.check_files, dataset.records, jobs=jobs, on_row=on_row)
+    for index, file_problems in enumerate(file_results):
+        problems.extend(table.get(index, []))
+        problems.extend(file_problems)
+    problems.extend(checker.check_required_splits(required_splits))
+    return problems

@@ -1,0 +1,1 @@
+"""Evaluation: pixel metrics now; fidelity, memorisation and downstream utility later."""

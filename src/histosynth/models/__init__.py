@@ -1,0 +1,1 @@
+"""Model definitions (autoencoder, denoisers) and the model-folder contract."""

@@ -1,0 +1,145 @@
+"""Latent denoiser conditioned on a diagnostic class and a segmentation mask.
+
+Conditioning mechanisms (``DenoiserConfig.mask_conditioning``):
+
+- ``concat``: the mask, as per-class area fractions at latent resolution, is concatenated to the
+  noisy latent as extra input channels (cheap; spatially exact at latent resolution).
+- ``cross_attention``: the latent's features attend to mask tokens (class fractions of 4x4 latent
+  patches plus a learned position embedding) in diffusers' cross-attention blocks.
+
+The class enters through the UNet's class embedding. The null condition (classifier-free
+guidance) is class id ``num_labels`` together with an all-zero mask: zero fractions everywhere
+mean "mask unknown", so unlabelled tiles train exactly that input.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from diffusers import UNet2DConditionModel, UNet2DModel
+from pydantic import BaseModel, Field
+from torch import nn
+
+from safetensors.torch import save_file
+
+from histosynth.io import atomic_path
+from histosynth.models.folder import load_weights, read_folder_config, require_files, write_folder_manifest
+
+KIND = "denoiser"
+WEIGHTS_NAME = "denoiser.safetensors"
+MASK_PATCH = 4
+
+
+class DenoiserConfig(BaseModel):
+    """Architecture, conditioning and noise schedule of the latent denoiser."""
+
+    latent_channels: int = 4
+    latent_size: int = 28
+    num_labels: int = Field(ge=1)
+    num_mask_classes: int = Field(ge=2)
+    mask_conditioning: Literal["concat", "cross_attention"] = "concat"
+    block_out_channels: tuple[int, ...] = (64, 128, 128)
+    #: One flag per resolution level: use self-attention there.
+    attention_levels: tuple[bool, ...] = (False, False, True)
+    layers_per_block: int = 1
+    attention_head_dim: int = 32
+    norm_num_groups: int = 32
+    num_train_timesteps: int = 1000
+    beta_schedule: Literal["squaredcos_cap_v2", "scaled_linear", "linear"] = "squaredcos_cap_v2"
+    prediction_type: Literal["epsilon", "v_prediction"] = "v_prediction"
+
+    @property
+    def null_label(self) -> int:
+        return self.num_labels
+
+
+def _block_types(config: DenoiserConfig, cross: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    if cross:
+        down = tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in config.attention_levels)
+        up = tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(config.attention_levels))
+    else:
+        down = tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in config.attention_levels)
+        up = tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(config.attention_levels))
+    return down, up
+
+
+class ConditionalDenoiser(nn.Module):
+    """``forward(noisy_latent, timestep, labels, mask_fractions) -> model output`` (eps or v)."""
+
+    def __init__(self, config: DenoiserConfig) -> None:
+        super().__init__()
+        self.config = config
+        classes = config.num_labels + 1  # + null
+        if len(config.attention_levels) != len(config.block_out_channels):
+            raise ValueError("attention_levels needs one flag per block_out_channels entry")
+        if config.mask_conditioning == "concat":
+            down, up = _block_types(config, cross=False)
+            self.unet = UNet2DModel(
+                sample_size=config.latent_size,
+                in_channels=config.latent_channels + config.num_mask_classes,
+                out_channels=config.latent_channels,
+                layers_per_block=config.layers_per_block,
+                block_out_channels=config.block_out_channels,
+                down_block_types=down,
+                up_block_types=up,
+                num_class_embeds=classes,
+                norm_num_groups=config.norm_num_groups,
+                attention_head_dim=config.attention_head_dim,
+            )
+        else:
+            down, up = _block_types(config, cross=True)
+            if config.latent_size % MASK_PATCH:
+                raise ValueError(f"latent_size must be a multiple of {MASK_PATCH} for cross_attention")
+            width = config.block_out_channels[-1]
+            tokens = (config.latent_size // MASK_PATCH) ** 2
+            self.mask_proj = nn.Linear(config.num_mask_classes * MASK_PATCH * MASK_PATCH, width)
+            self.mask_pos = nn.Parameter(torch.zeros(1, tokens, width))
+            self.unet = UNet2DConditionModel(
+                sample_size=config.latent_size,
+                in_channels=config.latent_channels,
+                out_channels=config.latent_channels,
+                layers_per_block=config.layers_per_block,
+                block_out_channels=config.block_out_channels,
+                down_block_types=down,
+                up_block_types=up,
+                mid_block_type="UNetMidBlock2DCrossAttn",
+                cross_attention_dim=width,
+                attention_head_dim=config.attention_head_dim,
+                num_class_embeds=classes,
+                norm_num_groups=config.norm_num_groups,
+            )
+
+    def forward(
+        self, latent: torch.Tensor, timestep: torch.Tensor, labels: torch.Tensor, mask_fractions: torch.Tensor
+    ) -> torch.Tensor:
+        if self.config.mask_conditioning == "concat":
+            inputs = torch.cat((latent, mask_fractions.to(latent.dtype)), dim=1)
+            return self.unet(inputs, timestep, class_labels=labels).sample
+        tokens = self._mask_tokens(mask_fractions.to(latent.dtype))
+        return self.unet(latent, timestep, encoder_hidden_states=tokens, class_labels=labels).sample
+
+    def _mask_tokens(self, mask_fractions: torch.Tensor) -> torch.Tensor:
+        patches = F.unfold(mask_fractions, kernel_size=MASK_PATCH, stride=MASK_PATCH)  # B x (C*P*P) x N
+        return self.mask_proj(patches.transpose(1, 2)) + self.mask_pos
+
+
+def save_denoiser(model: ConditionalDenoiser, folder: str | Path, **extra: object) -> None:
+    """Write ``denoiser.safetensors`` and ``histosynth.json`` (config + ``extra`` facts)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    with atomic_path(folder / WEIGHTS_NAME) as tmp:
+        save_file(state, str(tmp))
+    write_folder_manifest(folder, KIND, model.config, **extra)
+
+
+def load_denoiser(folder: str | Path) -> ConditionalDenoiser:
+    """Load a denoiser folder in eval mode; a folder of another kind fails with one line."""
+    config = read_folder_config(folder, KIND, DenoiserConfig)
+    require_files(folder, WEIGHTS_NAME)
+    model = ConditionalDenoiser(config)
+    load_weights(model, Path(folder) / WEIGHTS_NAME)
+    return model.eval()

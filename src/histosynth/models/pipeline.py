@@ -1,0 +1,64 @@
+"""A trained latent diffusion model folder: ``autoencoder/`` + ``denoiser/`` + ``classes.json``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from histosynth.data.classes import CLASS_FILE_NAME, ClassList
+from histosynth.errors import ModelFolderError
+from histosynth.models.autoencoder import AutoencoderConfig, load_autoencoder
+from histosynth.models.denoiser import ConditionalDenoiser, load_denoiser
+from histosynth.models.folder import read_folder_manifest
+
+AUTOENCODER_DIR, DENOISER_DIR = "autoencoder", "denoiser"
+
+
+@dataclass
+class LatentDiffusionModel:
+    """Autoencoder, denoiser and the class list that gives label ids their meaning."""
+
+    autoencoder: torch.nn.Module
+    autoencoder_config: AutoencoderConfig
+    denoiser: ConditionalDenoiser
+    classes: ClassList
+    folder: Path
+
+    @classmethod
+    def load(cls, folder: str | Path) -> LatentDiffusionModel:
+        """Load a model folder; missing parts or mismatched configs fail with one line."""
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise ModelFolderError("model folder not found", folder)
+        for part in (AUTOENCODER_DIR, DENOISER_DIR):
+            if not (folder / part).is_dir():
+                raise ModelFolderError(f"not a histosynth model folder (no {part}/ inside)", folder)
+        if not (folder / CLASS_FILE_NAME).is_file():
+            raise ModelFolderError(f"missing model file {CLASS_FILE_NAME}", folder)
+        autoencoder, ae_config = load_autoencoder(folder / AUTOENCODER_DIR)
+        denoiser = load_denoiser(folder / DENOISER_DIR)
+        classes = ClassList.load(folder / CLASS_FILE_NAME)
+        den = denoiser.config
+        labels = read_folder_manifest(folder / DENOISER_DIR, "denoiser").get("labels")
+        if labels is not None and labels != classes.labels:
+            raise ModelFolderError("classes.json does not match the labels the denoiser was trained on", folder)
+        if (den.latent_channels, den.latent_size) != (ae_config.latent_channels, ae_config.latent_size):
+            raise ModelFolderError("denoiser latent shape does not match the autoencoder's", folder)
+        if (den.num_labels, den.num_mask_classes) != (len(classes.labels), classes.num_mask_classes):
+            raise ModelFolderError("denoiser classes do not match classes.json", folder)
+        return cls(autoencoder, ae_config, denoiser, classes, folder)
+
+    @property
+    def identity(self) -> str:
+        """``<folder name>@<first 12 hex of the denoiser weights' SHA-256>``, for provenance."""
+        from histosynth.io import file_digest
+        from histosynth.models.denoiser import WEIGHTS_NAME
+
+        return f"{self.folder.name}@{file_digest(self.folder / DENOISER_DIR / WEIGHTS_NAME)[:12]}"
+
+    def to(self, device: torch.device | str) -> LatentDiffusionModel:
+        self.autoencoder.to(device)
+        self.denoiser.to(device)
+        return self

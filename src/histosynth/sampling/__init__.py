@@ -1,0 +1,1 @@
+"""Sampling: schedulers and guidance, procedural masks, and writing synthetic datasets."""

@@ -1,0 +1,1 @@
+"""Training: a resumable accelerate loop, checkpoints, and per-model objectives."""

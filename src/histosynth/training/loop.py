@@ -1,0 +1,151 @@
+"""A resumable training loop on accelerate, shared by every histosynth model.
+
+Data order and noise are functions of ``(seed, step, rank)`` rather than of a stream's history,
+so resuming from a checkpoint replays exactly the batches and noise an uninterrupted run would
+have drawn: resume after ``kill -9`` reproduces the same weights bit for bit (on the same device).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from histosynth.training.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from histosynth.training.config import TrainConfig
+
+METRICS_FILE = "metrics.jsonl"
+
+
+class Objective(Protocol):
+    """What the loop trains: a loss over a batch of item indices."""
+
+    def num_items(self) -> int: ...
+
+    def loss(
+        self, model: torch.nn.Module, indices: torch.Tensor, generator: torch.Generator, device: torch.device
+    ) -> tuple[torch.Tensor, dict[str, float]]: ...
+
+
+@dataclass
+class TrainResult:
+    model: torch.nn.Module
+    ema: torch.nn.Module
+    steps_done: int
+    resumed_from: int
+    seconds: float
+    items_per_second: float
+
+
+def batch_indices(step: int, num_items: int, batch_size: int, seed: int, rank: int = 0, world: int = 1) -> np.ndarray:
+    """Indices of the batch at ``step``: epochs are seeded permutations read as one stream."""
+    start = step * batch_size * world
+    positions = np.arange(start, start + batch_size * world)[rank::world]
+    epochs = positions // num_items
+    out = np.empty_like(positions)
+    for epoch in np.unique(epochs):
+        perm = np.random.default_rng([seed, int(epoch)]).permutation(num_items)
+        chosen = epochs == epoch
+        out[chosen] = perm[positions[chosen] % num_items]
+    return out
+
+
+def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
+    """A CPU generator for the randomness of one step (noise, timesteps, crops, dropout of labels)."""
+    mixed = np.random.SeedSequence([seed, step, rank]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(mixed))
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> Any:
+    if config.lr_schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=config.learning_rate, total_steps=config.steps,
+            pct_start=min(0.3, max(config.warmup_steps, 1) / config.steps),
+        )
+    from diffusers.optimization import get_scheduler
+
+    name = "cosine" if config.lr_schedule == "cosine" else "constant_with_warmup"
+    return get_scheduler(name, optimizer, num_warmup_steps=config.warmup_steps, num_training_steps=config.steps)
+
+
+def _trim_metrics(path: Path, last_step: int) -> None:
+    """Drop log lines past the resumed step, so a resumed run's log has no duplicates."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= last_step]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+def train(
+    model: torch.nn.Module,
+    objective: Objective,
+    config: TrainConfig,
+    run_dir: str | Path,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+    checkpoint_extra: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train ``model`` on ``objective`` for ``config.steps`` steps, resuming from ``run_dir`` if possible."""
+    from accelerate import Accelerator
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    accelerator = Accelerator(mixed_precision=config.mixed_precision)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    scheduler = build_scheduler(optimizer, config)
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
+
+    start = 0
+    checkpoints = list_checkpoints(run_dir)
+    if checkpoints:
+        state = load_checkpoint(checkpoints[-1], model, ema)
+        optimizer.load_state_dict(state.optimizer)
+        scheduler.load_state_dict(state.scheduler)
+        torch.set_rng_state(state.torch_rng)
+        start = state.step
+    metrics_path = run_dir / METRICS_FILE
+    _trim_metrics(metrics_path, start)
+
+    model, optimizer = accelerator.prepare(model, optimizer)
+    ema.to(accelerator.device)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    began, window_start, window_items = time.perf_counter(), time.perf_counter(), 0
+    model.train()
+    for step in range(start, config.steps):
+        indices = torch.from_numpy(batch_indices(step, objective.num_items(), config.batch_size, config.seed, rank, world))
+        generator = step_generator(config.seed, step, rank)
+        with accelerator.autocast():
+            loss, metrics = objective.loss(model, indices, generator, accelerator.device)
+        accelerator.backward(loss)
+        if accelerator.sync_gradients:
+            accelerator.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        ema.update_parameters(accelerator.unwrap_model(model))
+        window_items += len(indices) * world
+        done = step + 1
+        if done % config.log_every == 0 or done == config.steps:
+            elapsed = time.perf_counter() - window_start
+            record = {"step": done, "loss": float(loss.detach()), **metrics,
+                      "lr": scheduler.get_last_lr()[0], "items_per_s": window_items / max(elapsed, 1e-9)}
+            if accelerator.is_main_process:
+                with open(metrics_path, "a") as handle:
+                    handle.write(json.dumps(record) + "\n")
+            window_start, window_items = time.perf_counter(), 0
+        if on_step is not None:
+            on_step(done, {"loss": float(loss.detach()), **metrics})
+        if accelerator.is_main_process and (done % config.checkpoint_every == 0 or done == config.steps):
+            save_checkpoint(run_dir, done, accelerator.unwrap_model(model), ema, optimizer, scheduler,
+                            checkpoint_extra or {}, config.keep_checkpoints)
+        accelerator.wait_for_everyone()
+    seconds = time.perf_counter() - began
+    trained = (config.steps - start) * config.batch_size * world
+    return TrainResult(accelerator.unwrap_model(model), ema.module, config.steps, start, seconds,
+                       trained / max(seconds, 1e-9))

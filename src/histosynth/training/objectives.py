@@ -1,0 +1,107 @@
+"""Losses for the autoencoder and the conditional latent denoiser."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, Field
+
+from histosynth.evaluation.pixel import ssim
+from histosynth.training.tensors import dihedral, to_unit_range
+
+
+class AutoencoderLossConfig(BaseModel):
+    """Autoencoder training: random crops (the AE is fully convolutional), L1 + SSIM + small KL."""
+
+    crop: int = Field(96, ge=16)
+    ssim_weight: float = Field(0.5, ge=0)
+    kl_weight: float = Field(1e-6, ge=0)
+
+
+class DenoiserLossConfig(BaseModel):
+    """Denoiser training: probability of dropping the condition to null (classifier-free guidance)."""
+
+    condition_dropout: float = Field(0.1, ge=0, le=1)
+
+
+def _random_dihedral(x: torch.Tensor, ks: torch.Tensor) -> torch.Tensor:
+    return torch.stack([dihedral(item, int(k)) for item, k in zip(x, ks)])
+
+
+@dataclass
+class AutoencoderObjective:
+    """Reconstruct random dihedral-augmented crops of in-memory tiles."""
+
+    images: torch.Tensor  # N,3,H,W uint8
+    settings: AutoencoderLossConfig
+
+    def num_items(self) -> int:
+        return len(self.images)
+
+    def loss(self, model, indices, generator, device):
+        crop = min(self.settings.crop, self.images.shape[-1])
+        limit = self.images.shape[-1] - crop + 1
+        corners = torch.randint(0, limit, (len(indices), 2), generator=generator)
+        ks = torch.randint(0, 8, (len(indices),), generator=generator)
+        crops = torch.stack([
+            self.images[i, :, y:y + crop, x:x + crop] for i, (y, x) in zip(indices.tolist(), corners.tolist())
+        ])
+        x = to_unit_range(_random_dihedral(crops, ks)).to(device)
+        posterior = model.encode(x).latent_dist
+        noise = torch.randn(posterior.mean.shape, generator=generator).to(device)
+        z = posterior.mean + posterior.std * noise
+        recon = model.decode(z).sample
+        l1 = (recon - x).abs().mean()
+        structural = 1 - ssim(recon.float(), x.float()).mean()
+        kl = posterior.kl().mean() / x[0].numel()
+        loss = l1 + self.settings.ssim_weight * structural + self.settings.kl_weight * kl
+        return loss, {"l1": l1.item(), "ssim": 1 - structural.item(), "kl": kl.item()}
+
+
+@dataclass
+class DenoiserObjective:
+    """Noise-prediction loss on cached latents, with condition dropout for classifier-free guidance.
+
+    ``latent_mean``/``latent_logvar`` hold the autoencoder posterior of each tile under each of the
+    8 dihedral transforms (N,8,C,h,w); one variant is drawn per sample and per step, and the mask
+    fractions are transformed the same way.
+    """
+
+    latent_mean: torch.Tensor
+    latent_logvar: torch.Tensor
+    fractions: torch.Tensor  # N,K,h,w (zeros where the mask is unknown)
+    labels: torch.Tensor  # N (null id where unlabelled)
+    shift: torch.Tensor  # C
+    scale: float
+    null_label: int
+    noise_scheduler: object  # diffusers DDPMScheduler
+    settings: DenoiserLossConfig
+
+    def num_items(self) -> int:
+        return len(self.labels)
+
+    def loss(self, model, indices, generator, device):
+        n = len(indices)
+        ks = torch.randint(0, 8, (n,), generator=generator)
+        mean = self.latent_mean[indices, ks].float()
+        std = torch.exp(0.5 * self.latent_logvar[indices, ks].float())
+        z = mean + std * torch.randn(mean.shape, generator=generator)
+        z = (z - self.shift.view(1, -1, 1, 1)) * self.scale
+        fractions = _random_dihedral(self.fractions[indices], ks)
+        labels = self.labels[indices].clone()
+        drop = torch.rand(n, generator=generator) < self.settings.condition_dropout
+        labels[drop] = self.null_label
+        fractions[drop] = 0
+        noise = torch.randn(z.shape, generator=generator)
+        steps = self.noise_scheduler.config.num_train_timesteps
+        t = torch.randint(0, steps, (n,), generator=generator)
+        noisy = self.noise_scheduler.add_noise(z, noise, t)
+        if self.noise_scheduler.config.prediction_type == "v_prediction":
+            target = self.noise_scheduler.get_velocity(z, noise, t)
+        else:
+            target = noise
+        prediction = model(noisy.to(device), t.to(device), labels.to(device), fractions.to(device))
+        loss = F.mse_loss(prediction.float(), target.to(device))
+        return loss, {"dropped": float(drop.float().mean())}

@@ -1,0 +1,131 @@
+"""Training recipes: manifest -> trained model folder, for the autoencoder and the denoiser."""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from histosynth.data.manifest import TileManifest
+from histosynth.io import atomic_dir
+from histosynth.models.autoencoder import AutoencoderConfig, build_autoencoder, load_autoencoder, save_autoencoder
+from histosynth.models.denoiser import ConditionalDenoiser, DenoiserConfig, save_denoiser
+from histosynth.training.config import TrainConfig
+from histosynth.training.latents import encode_dihedral, measure_latent_statistics
+from histosynth.training.loop import train
+from histosynth.training.objectives import (
+    AutoencoderLossConfig,
+    AutoencoderObjective,
+    DenoiserLossConfig,
+    DenoiserObjective,
+)
+from histosynth.training.run import start_or_resume
+from histosynth.training.tensors import TileTensors, mask_fractions
+
+Progress = Callable[[int, dict[str, float]], None]
+AUTOENCODER_DIR, DENOISER_DIR, RUNS_DIR = "autoencoder", "denoiser", "runs"
+
+
+@dataclass
+class RecipeResult:
+    folder: Path
+    steps: int
+    resumed_from: int
+    seconds: float
+    items_per_second: float
+
+
+def _provenance(manifest: TileManifest, n: int, train_config: TrainConfig, seconds: float, speed: float) -> dict:
+    return {
+        "trained_on": {"manifest": str(manifest.source), "tiles": n},
+        "training": {"steps": train_config.steps, "wall_seconds": round(seconds, 1),
+                     "items_per_second": round(speed, 2), "machine": f"{platform.machine()} {platform.node()}",
+                     "torch": torch.__version__, "threads": torch.get_num_threads()},
+    }
+
+
+def train_autoencoder(
+    manifest: TileManifest,
+    tiles: TileTensors,
+    model_dir: str | Path,
+    model_config: AutoencoderConfig,
+    train_config: TrainConfig,
+    loss_config: AutoencoderLossConfig,
+    on_step: Progress | None = None,
+) -> RecipeResult:
+    """Train the autoencoder on ``tiles`` and write ``model_dir/autoencoder`` (EMA weights)."""
+    model_dir = Path(model_dir)
+    run_dir = model_dir / RUNS_DIR / AUTOENCODER_DIR
+    settings = {"train": train_config.model_dump(mode="json"), "model": model_config.model_dump(mode="json"),
+                "objective": loss_config.model_dump(mode="json"), "data": {"ids": len(tiles), "first": tiles.ids[:3]}}
+    start_or_resume(run_dir, settings)
+    torch.manual_seed(train_config.seed)
+    model = build_autoencoder(model_config)
+    result = train(model, AutoencoderObjective(tiles.images, loss_config), train_config, run_dir, on_step)
+    ema = result.ema.eval()
+    shift, scale = measure_latent_statistics(ema, tiles.images)
+    final_config = model_config.model_copy(update={"scaling_factor": scale, "latent_shift": tuple(shift)})
+    folder = model_dir / AUTOENCODER_DIR
+    with atomic_dir(folder) as tmp:
+        save_autoencoder(ema, final_config, tmp)
+    _append_provenance(folder, _provenance(manifest, len(tiles), train_config, result.seconds, result.items_per_second))
+    return RecipeResult(folder, result.steps_done, result.resumed_from, result.seconds, result.items_per_second)
+
+
+def _append_provenance(folder: Path, facts: dict) -> None:
+    import json
+
+    from histosynth.io import write_json
+
+    path = folder / "histosynth.json"
+    payload = json.loads(path.read_text())
+    payload.update(facts)
+    write_json(path, payload)
+
+
+def train_denoiser(
+    manifest: TileManifest,
+    tiles: TileTensors,
+    model_dir: str | Path,
+    autoencoder_dir: str | Path,
+    model_config: DenoiserConfig,
+    train_config: TrainConfig,
+    loss_config: DenoiserLossConfig,
+    on_step: Progress | None = None,
+    on_encode: Callable[[int], None] | None = None,
+) -> RecipeResult:
+    """Encode ``tiles`` with the autoencoder, train the denoiser, write ``model_dir/denoiser``."""
+    from diffusers import DDPMScheduler
+
+    model_dir = Path(model_dir)
+    run_dir = model_dir / RUNS_DIR / DENOISER_DIR
+    autoencoder, ae_config = load_autoencoder(autoencoder_dir)
+    settings = {"train": train_config.model_dump(mode="json"), "model": model_config.model_dump(mode="json"),
+                "objective": loss_config.model_dump(mode="json"),
+                "data": {"ids": len(tiles), "first": tiles.ids[:3], "autoencoder": ae_config.model_dump(mode="json")}}
+    start_or_resume(run_dir, settings)
+    mean, logvar = encode_dihedral(autoencoder, tiles.images, on_batch=on_encode)
+    fractions = mask_fractions(tiles.masks, tiles.mask_known, model_config.num_mask_classes, ae_config.downsample)
+    noise_scheduler = DDPMScheduler(
+        num_train_timesteps=model_config.num_train_timesteps,
+        beta_schedule=model_config.beta_schedule,
+        prediction_type=model_config.prediction_type,
+    )
+    objective = DenoiserObjective(
+        latent_mean=mean, latent_logvar=logvar, fractions=fractions, labels=tiles.labels,
+        shift=torch.tensor(ae_config.latent_shift), scale=ae_config.scaling_factor,
+        null_label=model_config.null_label, noise_scheduler=noise_scheduler, settings=loss_config,
+    )
+    torch.manual_seed(train_config.seed)
+    model = ConditionalDenoiser(model_config)
+    result = train(model, objective, train_config, run_dir, on_step)
+    folder = model_dir / DENOISER_DIR
+    facts = _provenance(manifest, len(tiles), train_config, result.seconds, result.items_per_second)
+    with atomic_dir(folder) as tmp:
+        save_denoiser(result.ema.eval(), tmp, labels=manifest.classes.labels, **facts)
+    manifest.classes.save(model_dir / "classes.json")
+    return RecipeResult(folder, result.steps_done, result.resumed_from, result.seconds, result.items_per_second)
