@@ -117,3 +117,7 @@ def ebhi_manifest() -> Path:
 def tile_colour_fixture() -> Callable[[int], tuple[int, int, int]]:
     """The colour function used by ``make_tile_dataset``, for exact expectations."""
     return tile_colour
+
+
+# Tiny random models and tiles for training/sampling tests (tests/ is on sys.path via this conftest).
+from tiny_models import tiles, tiny_model_dir  # noqa: E402, F401

@@ -1,0 +1,249 @@
+"""A2 quality benchmark: FID of generated tiles against the test split, and mask adherence.
+
+    .venv/bin/python benchmarks/bench_quality.py --model src/histosynth/weights/ebhi --n 500 --steps 50
+
+Generates ``n`` tiles conditioned on the labels and masks of ``n`` train tiles drawn at random
+(seeded; tile ``i`` uses seed ``seed + i``) into ``--out``/synthetic, a synthetic dataset folder
+that a rerun resumes. FID is biased by sample size, so next to FID(generated, test) it reports
+the floor FID(train, test) and the size-matched floor FID(the same n drawn train tiles, test):
+the latter is the fair comparison. Inception features are cached under ``--out``/features.
+Mask adherence: a small U-Net trained on the real train split (BASELINES recipe) scores Dice on
+the real test split (reference) and on the generated tiles against the masks they were
+conditioned on; 'predict all gland' gives the trivial Dice for scale.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shlex
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import machine, peak_rss_mib  # noqa: E402
+
+from histosynth.data.images import read_rgb  # noqa: E402
+from histosynth.data.manifest import load_manifest  # noqa: E402
+from histosynth.errors import HistosynthError, InputError  # noqa: E402
+from histosynth.evaluation.inception import frechet_distance, inception_features  # noqa: E402
+from histosynth.evaluation.segmentation import (  # noqa: E402
+    SegmentationTrainConfig,
+    dice_per_image,
+    predict_masks,
+    train_segmenter,
+)
+from histosynth.io import atomic_open, write_json  # noqa: E402
+from histosynth.models.pipeline import LatentDiffusionModel  # noqa: E402
+from histosynth.sampling.sampler import SamplingSettings, TileSampler  # noqa: E402
+from histosynth.sampling.writer import SyntheticDatasetWriter, SyntheticRow  # noqa: E402
+from histosynth.training.tensors import TileTensors, load_tile_tensors  # noqa: E402
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ebhi-seg" / "manifest.csv"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="src/histosynth/weights/ebhi")
+    parser.add_argument("--data", default=str(DEFAULT_DATA), help="manifest with train and test splits")
+    parser.add_argument("--n", type=int, default=500, help="tiles to generate")
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--guidance", type=float, default=2.0)
+    parser.add_argument("--sampler", choices=["ddim", "dpm"], default="ddim")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--out", default="bench_out/quality")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seg-steps", type=int, default=600)
+    parser.add_argument("--seg-size", type=int, default=112)
+    parser.add_argument("--seg-seed", type=int, default=0)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    return parser.parse_args(argv)
+
+
+def _key(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:12]
+
+
+def _as_strings(row: SyntheticRow) -> dict[str, str]:
+    return {k: str(v) for k, v in asdict(row).items()}  # rows read back from CSV hold strings
+
+
+def cached_features(cache: Path, name: str, key: str, images, count: int, device: str) -> np.ndarray:
+    """Inception features of ``images`` (uint8 HxWx3 iterable), cached as ``cache/<name>-<key>.npy``."""
+    path = cache / f"{name}-{key}.npy"
+    if path.is_file():
+        print(f"features {name}: cached ({path.name})", flush=True)
+        return np.load(path)
+    done = [0]
+
+    def progress(k: int) -> None:
+        done[0] += k
+        if done[0] == count or done[0] % 256 < k:
+            print(f"features {name}: {done[0]}/{count}", flush=True)
+
+    features = inception_features(images, device=device, on_batch=progress)
+    with atomic_open(path, "wb") as handle:
+        np.save(handle, features)
+    return features
+
+
+def generate(model: LatentDiffusionModel, train: TileTensors, picks: np.ndarray, args: argparse.Namespace,
+             folder: Path) -> list[str]:
+    """Generate (or resume) tile ``gen_<i>`` from train tile ``picks[i]``'s label and mask; return ids."""
+    settings = SamplingSettings(steps=args.steps, guidance=args.guidance, sampler=args.sampler, batch_size=args.batch)
+    sampler = TileSampler(model, settings, args.device)
+    writer = SyntheticDatasetWriter(folder)
+    identity, labels = model.identity, model.classes.labels
+    rows = []
+    for i, j in enumerate(picks):
+        tile_id, label = f"gen_{i:06d}", int(train.labels[j])
+        rows.append(SyntheticRow(
+            id=tile_id, image=f"images/{tile_id}.png", mask=f"masks/{tile_id}.png",
+            label=labels[label] if label < len(labels) else "", split="synthetic", seed=args.seed + i,
+            model=identity, sampler=args.sampler, steps=args.steps, guidance=args.guidance,
+            mask_source=f"train:{train.ids[j]}"))
+    for row in rows:  # a resumed folder must hold exactly these tiles
+        old = writer.rows.get(row.id)
+        if old is not None and _as_strings(old) != _as_strings(row):
+            raise InputError(f"holds {row.id} made with other settings or conditioning; use a fresh --out", folder)
+    order = [row.id for row in rows]
+    todo = [(row, j) for row, j in zip(rows, picks) if row.id not in writer.done_ids()]
+    print(f"generate: {len(rows) - len(todo)} of {len(rows)} tiles already there, {len(todo)} to make", flush=True)
+    start = time.perf_counter()
+    for b in range(0, len(todo), args.batch):
+        batch = todo[b:b + args.batch]
+        masks = [train.masks[j].numpy() for _, j in batch]
+        images = sampler.sample([int(train.labels[j]) for _, j in batch], masks, [row.seed for row, _ in batch])
+        for (row, _), image, mask in zip(batch, images, masks):
+            writer.add(row, image, mask)
+        writer.flush(order)
+        made = b + len(batch)
+        rate = made / (time.perf_counter() - start)
+        print(f"generate: {made}/{len(todo)} ({rate:.2f} tiles/s, ~{(len(todo) - made) / rate:.0f} s left)", flush=True)
+    writer.flush(order)
+    model.classes.save(folder / "classes.json")
+    return order
+
+
+def run(args: argparse.Namespace, command: str) -> dict:
+    out = Path(args.out)
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(phase: str) -> None:
+        nonlocal clock
+        timings[phase] = round(time.perf_counter() - clock, 2)
+        clock = time.perf_counter()
+
+    model = LatentDiffusionModel.load(args.model)
+    size = model.autoencoder_config.tile_size
+    manifest = load_manifest(args.data, classes=model.classes)
+    train = load_tile_tensors(manifest.select_split("train"), size)
+    test = load_tile_tensors(manifest.select_split("test"), size)
+    candidates = np.flatnonzero(train.mask_known.numpy())
+    if len(candidates) == 0:
+        raise InputError("the train split has no masks to condition on", args.data)
+    if not bool(test.mask_known.any()):
+        raise InputError("the test split has no masks to score the segmenter on", args.data)
+    if args.n > len(candidates):
+        print(f"warning: n={args.n} > {len(candidates)} train tiles with masks; drawing with replacement")
+    picks = np.random.default_rng(args.seed).choice(candidates, args.n, replace=args.n > len(candidates))
+    print(f"loaded {len(train)} train / {len(test)} test tiles at {size} px; model {model.identity}", flush=True)
+    lap("load")
+
+    ids = generate(model, train, picks, args, out / "synthetic")
+    generated = np.stack([read_rgb(out / "synthetic" / "images" / f"{tile_id}.png") for tile_id in ids])
+    lap("generate")
+
+    cache, source = out / "features", str(Path(args.data).resolve())
+    train_f, test_f = (
+        cached_features(cache, split, _key(source, size, tiles.ids), (x.permute(1, 2, 0).numpy() for x in tiles.images),
+                        len(tiles), args.device)
+        for split, tiles in (("train", train), ("test", test)))
+    gen_key = _key(model.identity, args.steps, args.guidance, args.sampler, args.seed, [train.ids[j] for j in picks])
+    gen_f = cached_features(cache, "generated", gen_key, iter(generated), len(generated), args.device)
+    lap("inception features")
+    fid = {"generated_vs_test": frechet_distance(gen_f, test_f),
+           "train_n_vs_test": frechet_distance(train_f[picks], test_f),
+           "train_all_vs_test": frechet_distance(train_f, test_f)}
+    lap("FID")
+
+    config = SegmentationTrainConfig(size=args.seg_size, steps=args.seg_steps, seed=args.seg_seed,
+                                     num_classes=model.classes.num_mask_classes)
+    known = train.mask_known
+
+    def seg_progress(step: int, loss: float) -> None:
+        if step % 100 == 0 or step == config.steps:
+            print(f"segmenter: step {step}/{config.steps}, loss {loss:.4f}", flush=True)
+
+    segmenter = train_segmenter(train.images[known], train.masks[known], config, seg_progress, args.device)
+    lap("train segmenter")
+    test_known = test.mask_known
+    test_masks, gen_masks = test.masks[test_known], train.masks[torch.from_numpy(picks)]
+    gen_tensor = torch.from_numpy(generated).permute(0, 3, 1, 2).contiguous()
+    test_pred = predict_masks(segmenter, test.images[test_known], config.size)
+    scores = {
+        "segmenter_real_test": dice_per_image(test_pred, test_masks),
+        "segmenter_generated": dice_per_image(predict_masks(segmenter, gen_tensor, config.size), gen_masks),
+        "all_gland_generated": dice_per_image(torch.ones_like(gen_masks), gen_masks),
+        "all_gland_real_test": dice_per_image(torch.ones_like(test_masks), test_masks),
+    }
+    dice = {name: {"mean": float(v.mean()), "std": float(v.std()), "n": len(v)} for name, v in scores.items()}
+    lap("segment")
+
+    return {"command": command, "machine": machine(), "args": vars(args), "model": model.identity,
+            "tile_size": size, "n_train": len(train), "n_test": len(test), "n_generated": len(ids),
+            "fid": fid, "dice": dice, "timings_s": timings, "peak_rss_mib": round(peak_rss_mib())}
+
+
+def print_report(result: dict) -> None:
+    fid, dice, n = result["fid"], result["dice"], result["n_generated"]
+    print(f"\nmachine: {result['machine']}")
+    args = result["args"]
+    print(f"model {result['model']}, {result['tile_size']} px; {args['sampler']} {args['steps']} steps, "
+          f"guidance {args['guidance']}; train {result['n_train']}, test {result['n_test']} tiles")
+    print("| metric | value |")
+    print("|---|---|")
+    print(f"| FID(generated n={n}, test) | {fid['generated_vs_test']:.2f} |")
+    print(f"| FID(random train n={n}, test): size-matched floor | {fid['train_n_vs_test']:.2f} |")
+    print(f"| FID(all train n={result['n_train']}, test): real-data floor | {fid['train_all_vs_test']:.2f} |")
+    labels = {"segmenter_real_test": "Dice, U-Net on real test (reference)",
+              "segmenter_generated": "Dice, U-Net on generated vs conditioning masks",
+              "all_gland_generated": "Dice, 'all gland' on generated tiles' masks",
+              "all_gland_real_test": "Dice, 'all gland' on real test masks"}
+    for name, label in labels.items():
+        d = dice[name]
+        print(f"| {label} (n={d['n']}) | {d['mean']:.3f} ± {d['std']:.3f} |")
+    print("\n| phase | wall (s) |")
+    print("|---|---|")
+    for phase, seconds in result["timings_s"].items():
+        print(f"| {phase} | {seconds:.1f} |")
+    print(f"\npeak RSS {result['peak_rss_mib']} MiB")
+    print(f"command: {result['command']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    command = shlex.join([sys.executable, *(sys.argv if argv is None else [__file__, *argv])])
+    if not Path(args.data).exists():
+        print(f"skipped: no data at {args.data}")
+        return 0
+    try:
+        result = run(args, command)
+    except HistosynthError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    print_report(result)
+    write_json(Path(args.out) / "quality.json", result)
+    print(f"wrote {Path(args.out) / 'quality.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Reports people look at: contact sheets now, the audit report later."""

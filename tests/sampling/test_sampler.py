@@ -1,0 +1,148 @@
+"""Sampling: determinism, classifier-free guidance semantics, resume, and one-line errors."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from histosynth.cli.app import main
+from histosynth.errors import InputError, ModelFolderError
+from histosynth.models.pipeline import LatentDiffusionModel
+from histosynth.sampling.generate import MaskSource, generate_dataset
+from histosynth.sampling.masks import procedural_mask
+from histosynth.sampling.sampler import SamplingSettings, TileSampler
+from histosynth.training.tensors import mask_fractions
+
+from tiny_models import TILE
+
+
+def _sampler(folder: Path, **settings) -> TileSampler:
+    return TileSampler(LatentDiffusionModel.load(folder), SamplingSettings(**{"steps": 4, **settings}))
+
+
+def _inputs(n: int):
+    masks = [procedural_mask(TILE, 0.5, i) for i in range(n)]
+    fractions = mask_fractions(torch.from_numpy(np.stack(masks)), torch.ones(n, dtype=torch.bool), 2, 4)
+    return masks, fractions
+
+
+@pytest.mark.parametrize("sampler_name", ["ddim", "dpm"])
+def test_same_seed_same_image_whatever_the_batch(tiny_model_dir: Path, sampler_name: str) -> None:
+    sampler = _sampler(tiny_model_dir, sampler=sampler_name)
+    masks, _ = _inputs(3)
+    batch = sampler.sample([0, 1, 2], masks, [10, 11, 12])
+    alone = sampler.sample([1], masks[1:2], [11])
+    again = sampler.sample([0, 1, 2], masks, [10, 11, 12])
+    assert batch.dtype == np.uint8 and batch.shape == (3, TILE, TILE, 3)
+    assert np.array_equal(batch, again)
+    assert np.abs(batch[1].astype(int) - alone[0].astype(int)).max() <= 1  # batch-size-independent up to rounding
+    assert not np.array_equal(batch[0], sampler.sample([0], masks[:1], [99])[0])
+
+
+def test_guidance_zero_is_the_unconditional_model(tiny_model_dir: Path) -> None:
+    masks, fractions = _inputs(2)
+    labels, null = torch.tensor([0, 2]), torch.tensor([3, 3])
+    noise = _sampler(tiny_model_dir).initial_noise([1, 2])
+    guided_zero = _sampler(tiny_model_dir, guidance=0.0).denoise(noise, labels, fractions)
+    unconditional = _sampler(tiny_model_dir, guidance=1.0).denoise(noise, null, torch.zeros_like(fractions))
+    assert torch.allclose(guided_zero, unconditional, atol=1e-6)
+
+
+def test_batched_guidance_equals_separate_forwards(tiny_model_dir: Path) -> None:
+    """One step of w=3 in one batched forward == uncond + 3 (cond - uncond) from two forwards."""
+    masks, fractions = _inputs(2)
+    labels = torch.tensor([0, 1])
+    sampler = _sampler(tiny_model_dir, guidance=3.0, steps=1)
+    noise = sampler.initial_noise([5, 6])
+    batched = sampler.denoise(noise, labels, fractions)
+
+    from histosynth.sampling.sampler import build_scheduler
+
+    model = sampler.model
+    scheduler = build_scheduler(model, "ddim")
+    scheduler.set_timesteps(1)
+    t = scheduler.timesteps[0]
+    with torch.no_grad():
+        cond = model.denoiser(noise, t.expand(2), labels, fractions)
+        uncond = model.denoiser(noise, t.expand(2), torch.tensor([3, 3]), torch.zeros_like(fractions))
+    manual = scheduler.step(uncond + 3.0 * (cond - uncond), t, noise).prev_sample
+    assert torch.allclose(batched, manual, atol=1e-5)
+
+
+def test_generation_resumes_without_duplicates(tiny_model_dir: Path, tmp_path: Path) -> None:
+    model = LatentDiffusionModel.load(tiny_model_dir)
+    settings = SamplingSettings(steps=2, batch_size=2)
+    out = tmp_path / "synth"
+    generate_dataset(model, out, 3, [0, 1], MaskSource(None, 0.5), settings)
+    reference = {p.name: p.read_bytes() for p in (out / "images").iterdir()}
+    (out / "images" / "normal_000001.png").unlink()  # as if killed before it was written
+    (out / "images" / ".x.png.tmp").write_bytes(b"half")
+    result = generate_dataset(model, out, 3, [0, 1], MaskSource(None, 0.5), settings)
+    assert (result.written, result.skipped_existing) == (1, 5)
+    assert {p.name: p.read_bytes() for p in (out / "images").iterdir()} == reference
+    with open(out / "manifest.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["id"] for r in rows] == [f"{c}_{i:06d}" for c in ("normal", "polyp") for i in range(3)]
+    assert {"seed", "model", "sampler", "steps", "guidance"} <= set(rows[0])
+    assert rows[0]["model"].startswith("model@")
+
+
+def test_folder_masks_are_used_and_checked(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    masks_dir = tmp_path / "masks"
+    masks_dir.mkdir()
+    Image.fromarray(procedural_mask(TILE, 0.3, 0) * 255).save(masks_dir / "a.png")
+    model = LatentDiffusionModel.load(tiny_model_dir)
+    out = tmp_path / "out"
+    generate_dataset(model, out, 2, [1], MaskSource(masks_dir), SamplingSettings(steps=2))
+    written = np.asarray(Image.open(out / "masks" / "polyp_000000.png"))
+    assert np.array_equal(written, procedural_mask(TILE, 0.3, 0))  # 255 -> class id 1
+    Image.fromarray(np.full((TILE, TILE), 7, np.uint8)).save(masks_dir / "b.png")
+    with pytest.raises(InputError, match="mask values 7 are outside the declared classes"):
+        generate_dataset(model, out, 2, [1], MaskSource(masks_dir), SamplingSettings(steps=2))
+    (masks_dir / "b.png").unlink()
+    Image.fromarray(np.zeros((TILE + 8, TILE), np.uint8)).save(masks_dir / "c.png")
+    with pytest.raises(InputError, match=f"the model makes {TILE}x{TILE} tiles"):
+        generate_dataset(model, out, 2, [1], MaskSource(masks_dir), SamplingSettings(steps=2))
+
+
+def _cli(args: list[str], capsys) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    return exit_info.value.code, capsys.readouterr().err.strip()
+
+
+def test_cli_bad_inputs_exit_2_with_one_line(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
+    out = str(tmp_path / "o")
+    code, err = _cli(["sample", "--model", str(tiny_model_dir), "--label", "Unicorn", "--out", out], capsys)
+    assert code == 2 and "unknown class 'Unicorn'" in err and len(err.splitlines()) == 1
+    code, err = _cli(["sample", "--model", str(tiny_model_dir / "autoencoder"), "--out", out], capsys)
+    assert code == 2 and "no autoencoder/ inside" in err
+    code, err = _cli(["sample", "--model", str(tmp_path / "nothing"), "--out", out], capsys)
+    assert code == 2 and "model folder not found" in err
+    code, err = _cli(["sample", "--model", str(tiny_model_dir), "--sampler", "euler", "--out", out], capsys)
+    assert code == 2 and "unknown sampler" in err
+
+
+def test_model_folder_refuses_other_kinds_and_missing_files(tiny_model_dir: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model_dir, broken)
+    shutil.rmtree(broken / "autoencoder")
+    shutil.copytree(tiny_model_dir / "denoiser", broken / "autoencoder")
+    with pytest.raises(ModelFolderError, match="kind 'denoiser', expected 'autoencoder'"):
+        LatentDiffusionModel.load(broken)
+    missing = tmp_path / "missing"
+    shutil.copytree(tiny_model_dir, missing)
+    (missing / "denoiser" / "denoiser.safetensors").unlink()
+    with pytest.raises(ModelFolderError, match="missing model file denoiser.safetensors"):
+        LatentDiffusionModel.load(missing)
+    (missing / "classes.json").write_text('{"labels": ["a", "b"]}')
+    shutil.copy(tiny_model_dir / "denoiser" / "denoiser.safetensors", missing / "denoiser")
+    with pytest.raises(ModelFolderError, match="classes.json does not match"):
+        LatentDiffusionModel.load(missing)
