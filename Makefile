@@ -32,8 +32,13 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
+# Each script prints its own table; docs/benchmarks.md records the figures with their commands.
 bench: $(STAMP)
 	$(PY) benchmarks/bench_tiling.py
+	$(PY) benchmarks/bench_sampling.py
+	$(PY) benchmarks/bench_training.py
+	$(PY) benchmarks/bench_autoencoder.py
+	$(PY) benchmarks/bench_quality.py
 
 clean:
 	rm -rf $(VENV) demo_out bench_out .pytest_cache
