@@ -1,6 +1,6 @@
 """Autoencoder reconstruction quality on the EBHI-Seg test split: PSNR and SSIM at 224 px.
 
-    .venv/bin/python benchmarks/bench_autoencoder.py --model src/histosynth/weights/ebhi/autoencoder
+    .venv/bin/python benchmarks/bench_autoencoder.py --model src/histosynth/weights/default/autoencoder
 
 Uses the posterior mean (no sampling), as the diffusion pipeline's decoder sees clean latents.
 """
@@ -27,7 +27,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "ebhi-seg" / 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="src/histosynth/weights/ebhi/autoencoder")
+    parser.add_argument("--model", default="src/histosynth/weights/default/autoencoder")
     parser.add_argument("--data", default=str(SHARED))
     parser.add_argument("--split", default="test")
     args = parser.parse_args()

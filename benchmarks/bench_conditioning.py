@@ -1,6 +1,6 @@
 """Mask conditioning: concatenated fractions vs cross-attention to mask tokens, at an equal budget.
 
-    .venv/bin/python benchmarks/bench_conditioning.py --autoencoder src/histosynth/weights/ebhi/autoencoder \
+    .venv/bin/python benchmarks/bench_conditioning.py --autoencoder src/histosynth/weights/default/autoencoder \
         --steps 800 --out bench_out/conditioning
 
 Both denoisers share the shipped denoiser's size settings and train the same number of steps on the
@@ -63,7 +63,7 @@ def val_loss(model, objective: DenoiserObjective, shuffle_masks: bool, repeats: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--autoencoder", default="src/histosynth/weights/ebhi/autoencoder")
+    parser.add_argument("--autoencoder", default="src/histosynth/weights/default/autoencoder")
     parser.add_argument("--data", default=str(SHARED))
     parser.add_argument("--config", default="configs/ebhi_denoiser.yaml")
     parser.add_argument("--steps", type=int, default=800)

@@ -1,6 +1,6 @@
 """A2 quality benchmark: FID of generated tiles against the test split, and mask adherence.
 
-    .venv/bin/python benchmarks/bench_quality.py --model src/histosynth/weights/ebhi --n 500 --steps 50
+    .venv/bin/python benchmarks/bench_quality.py --model src/histosynth/weights/default --n 500 --steps 50
 
 Generates ``n`` tiles conditioned on the labels and masks of ``n`` train tiles drawn at random
 (seeded; tile ``i`` uses seed ``seed + i``) into ``--out``/synthetic, a synthetic dataset folder
@@ -50,7 +50,7 @@ DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ebhi-s
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="src/histosynth/weights/ebhi")
+    parser.add_argument("--model", default="src/histosynth/weights/default")
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="manifest with train and test splits")
     parser.add_argument("--n", type=int, default=500, help="tiles to generate")
     parser.add_argument("--steps", type=int, default=50)

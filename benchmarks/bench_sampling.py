@@ -1,6 +1,6 @@
 """Sampling throughput: histosynth's TileSampler vs a plain diffusers DDIM loop, same UNet/steps/batch.
 
-    .venv/bin/python benchmarks/bench_sampling.py --model src/histosynth/weights/ebhi --steps 50 --batch 16
+    .venv/bin/python benchmarks/bench_sampling.py --model src/histosynth/weights/default --steps 50 --batch 16
 
 The plain loop is the textbook diffusers recipe: DDIMScheduler, a conditional and an unconditional
 forward per step under torch.no_grad, guidance mixed, scheduler.step. Both decode with the same
@@ -42,7 +42,7 @@ def plain_loop(model: LatentDiffusionModel, noise, labels, fractions, steps: int
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="src/histosynth/weights/ebhi")
+    parser.add_argument("--model", default="src/histosynth/weights/default")
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--guidance", type=float, default=2.0)

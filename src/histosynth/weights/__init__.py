@@ -6,7 +6,7 @@ from pathlib import Path
 
 from histosynth.errors import ModelFolderError
 
-EBHI_MODEL = Path(__file__).parent / "ebhi"
+EBHI_MODEL = Path(__file__).parent / "default"  # trained on EBHI-Seg, see docs/models.md
 
 
 def default_model_dir() -> Path:
