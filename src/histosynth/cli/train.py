@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -38,10 +39,7 @@ def _load_tiles(data: Path, split: str, classes: Optional[str], size: int, unlab
     manifest = load_manifest(data, classes).select_split(*[s.strip() for s in split.split(",") if s.strip()])
     if unlabelled is not None:
         extra = load_manifest(unlabelled, manifest.classes)
-        records = manifest.records + [
-            type(r)(id=r.id, image=r.image, mask=None, label=None, split=r.split, extra=r.extra, row=r.row)
-            for r in extra.records
-        ]
+        records = manifest.records + [replace(r, mask=None, label=None) for r in extra.records]
         manifest = TileManifest(manifest.source, records, manifest.classes)
     with progress_bar("loading tiles", len(manifest)) as advance:
         tiles = load_tile_tensors(manifest, size, on_item=advance)
