@@ -23,3 +23,31 @@ def machine() -> str:
 
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def cached_segmenter(images, masks, config, cache_dir="bench_out/segmenters", on_step=None, device="cpu"):
+    """Train the reference U-Net once per (config, data) and reuse it across benchmark scripts.
+
+    The cache key hashes the config and the training tensors, so a different split or recipe retrains.
+    """
+    import hashlib
+    from pathlib import Path
+
+    import torch
+
+    from histosynth.evaluation.segmentation import SegmentationUNet, train_segmenter
+
+    digest = hashlib.sha256(config.model_dump_json().encode())
+    digest.update(images.numpy().tobytes())
+    digest.update(masks.numpy().tobytes())
+    path = Path(cache_dir) / f"segmenter_{digest.hexdigest()[:16]}.pt"
+    if path.exists():
+        model = SegmentationUNet(config.num_classes, config.base_channels)
+        model.load_state_dict(torch.load(path, weights_only=True))
+        return model.eval()
+    model = train_segmenter(images, masks, config, on_step, device)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(model.state_dict(), tmp)
+    tmp.replace(path)
+    return model

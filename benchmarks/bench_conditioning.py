@@ -1,7 +1,14 @@
 """Mask conditioning: concatenated fractions vs cross-attention to mask tokens, at an equal budget.
 
+Train both here (CPU-sized) and evaluate:
+
     .venv/bin/python benchmarks/bench_conditioning.py --autoencoder src/histosynth/weights/default/autoencoder \
         --steps 800 --out bench_out/conditioning
+
+or evaluate two model folders trained elsewhere with the same recipe apart from the mechanism
+(e.g. on a GPU with configs/ebhi_denoiser_gpu.yaml and configs/ebhi_denoiser_gpu_xattn.yaml):
+
+    .venv/bin/python benchmarks/bench_conditioning.py --models concat=DIR_A,cross_attention=DIR_B
 
 Both denoisers share the shipped denoiser's size settings and train the same number of steps on the
 EBHI train split. Measured on the val split (never test): the v-prediction loss with the true masks,
@@ -23,14 +30,13 @@ import yaml
 from diffusers import DDPMScheduler
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine  # noqa: E402
+from _common import cached_segmenter, machine  # noqa: E402
 
 from histosynth.data.manifest import load_manifest  # noqa: E402
 from histosynth.evaluation.segmentation import (  # noqa: E402
     SegmentationTrainConfig,
     dice_per_image,
     predict_masks,
-    train_segmenter,
 )
 from histosynth.models.autoencoder import load_autoencoder  # noqa: E402
 from histosynth.models.denoiser import ConditionalDenoiser, DenoiserConfig, save_denoiser  # noqa: E402
@@ -69,19 +75,23 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=800)
     parser.add_argument("--samples", type=int, default=48)
     parser.add_argument("--out", default="bench_out/conditioning")
+    parser.add_argument("--models", default=None,
+                        help="name=MODEL_DIR,... : evaluate these trained folders instead of training")
     args = parser.parse_args()
     if not Path(args.data).exists():
         sys.exit(f"skipped: {args.data} not found (shared EBHI-Seg data)")
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     manifest = load_manifest(args.data)
     autoencoder, ae_config = load_autoencoder(args.autoencoder)
     train_tiles = load_tile_tensors(manifest.select_split("train"), ae_config.tile_size)
     val_tiles = load_tile_tensors(manifest.select_split("val"), ae_config.tile_size)
     recipe = yaml.safe_load(Path(args.config).read_text())
     results = {"command": " ".join(sys.argv), "machine": machine(), "steps": args.steps, "variants": {}}
-    segmenter = train_segmenter(train_tiles.images, train_tiles.masks.long(), SegmentationTrainConfig())
+    known = train_tiles.mask_known
+    segmenter = cached_segmenter(train_tiles.images[known], train_tiles.masks[known], SegmentationTrainConfig())
 
-    def objective_for(tiles, config: DenoiserConfig) -> DenoiserObjective:
+    def objective_for(tiles, config: DenoiserConfig, autoencoder, ae_config) -> DenoiserObjective:
         mean, logvar = encode_dihedral(autoencoder, tiles.images)
         scheduler = DDPMScheduler(num_train_timesteps=config.num_train_timesteps, beta_schedule=config.beta_schedule,
                                   prediction_type=config.prediction_type)
@@ -89,44 +99,52 @@ def main() -> None:
                                  tiles.labels, torch.tensor(ae_config.latent_shift), ae_config.scaling_factor,
                                  config.null_label, scheduler, DenoiserLossConfig(condition_dropout=0.0))
 
-    for mechanism in ("concat", "cross_attention"):
+    def train_variant(mechanism: str) -> tuple[Path, dict]:
         model_values = {**recipe["model"], "mask_conditioning": mechanism}
         config = DenoiserConfig(latent_channels=ae_config.latent_channels, latent_size=ae_config.latent_size,
                                 num_labels=len(manifest.classes.labels), num_mask_classes=2, **model_values)
-        train_objective = objective_for(train_tiles, config)
+        train_objective = objective_for(train_tiles, config, autoencoder, ae_config)
         train_objective.settings = DenoiserLossConfig(**recipe.get("objective", {}))
         torch.manual_seed(0)
         model = ConditionalDenoiser(config)
         started = time.perf_counter()
         result = train(model, train_objective, TrainConfig(**{**recipe["train"], "steps": args.steps,
                                                                "checkpoint_every": args.steps}), out / mechanism / "run")
-        seconds = time.perf_counter() - started
-        ema = result.ema.eval()
-        val_objective = objective_for(val_tiles, config)
         folder = out / mechanism / "model"
-        save_denoiser(ema, folder / "denoiser", labels=manifest.classes.labels)
+        save_denoiser(result.ema.eval(), folder / "denoiser", labels=manifest.classes.labels)
         if not (folder / "autoencoder").exists():
             (folder / "autoencoder").symlink_to(Path(args.autoencoder).resolve())
         manifest.classes.save(folder / "classes.json")
-        sampler = TileSampler(LatentDiffusionModel.load(folder), SamplingSettings(steps=50, guidance=2.0))
+        return folder, {"train_seconds": round(time.perf_counter() - started, 1),
+                        "latents_per_s": round(result.items_per_second, 1)}
+
+    if args.models:
+        variants = {name: (Path(path), {}) for name, path in (item.split("=", 1) for item in args.models.split(","))}
+    else:
+        variants = {mechanism: train_variant(mechanism) for mechanism in ("concat", "cross_attention")}
+    for name, (folder, facts) in variants.items():
+        model = LatentDiffusionModel.load(folder)
+        ema = model.denoiser
+        val_objective = objective_for(val_tiles, ema.config, model.autoencoder, model.autoencoder_config)
+        sampler = TileSampler(model, SamplingSettings(steps=50, guidance=2.0))
         pick = np.linspace(0, len(val_tiles) - 1, args.samples).astype(int)
         masks = [val_tiles.masks[i].numpy() for i in pick]
         images = sampler.sample([int(val_tiles.labels[i]) for i in pick], masks, [int(i) for i in pick])
         predicted = predict_masks(segmenter, torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), 112)
         dice = dice_per_image(predicted, np.stack(masks))
-        results["variants"][mechanism] = {
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "train_seconds": round(seconds, 1), "latents_per_s": round(result.items_per_second, 1),
+        results["variants"][name] = {
+            "folder": str(folder), "mechanism": ema.config.mask_conditioning,
+            "parameters": sum(p.numel() for p in ema.parameters()), **facts,
             "val_loss_true_masks": val_loss(ema, val_objective, False),
             "val_loss_shuffled_masks": val_loss(ema, val_objective, True),
             "dice_sampled_vs_condition": float(dice.mean()), "dice_sd": float(dice.std()),
         }
-        print(mechanism, results["variants"][mechanism], flush=True)
+        print(name, results["variants"][name], flush=True)
     (out / "conditioning.json").write_text(json.dumps(results, indent=2))
-    print("| mechanism | params | train s | val loss (true masks) | val loss (shuffled) | Dice sampled vs mask |")
-    print("|---|---|---|---|---|---|")
+    print("| mechanism | params | val loss (true masks) | val loss (shuffled) | Dice sampled vs mask |")
+    print("|---|---|---|---|---|")
     for name, v in results["variants"].items():
-        print(f"| {name} | {v['parameters'] / 1e6:.2f}M | {v['train_seconds']:.0f} | {v['val_loss_true_masks']:.4f} | "
+        print(f"| {name} | {v['parameters'] / 1e6:.2f}M | {v['val_loss_true_masks']:.4f} | "
               f"{v['val_loss_shuffled_masks']:.4f} | {v['dice_sampled_vs_condition']:.3f} +- {v['dice_sd']:.3f} |")
 
 

@@ -86,3 +86,28 @@ def load_weights(module: Any, path: str | Path) -> None:
     except RuntimeError as error:
         first = str(error).splitlines()[1].strip() if "\n" in str(error) else str(error)
         raise ModelFolderError(f"weights do not match the config ({first})", path) from None
+
+
+def copy_model_half_precision(source: str | Path, destination: str | Path) -> list[Path]:
+    """Copy a model folder, storing every floating-point safetensors tensor as float16.
+
+    Halves the size of shipped weights; loading casts them back to the module's float32
+    parameters. Other files are copied unchanged. Returns the rewritten weight files.
+    """
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from histosynth.io import atomic_dir
+
+    source = Path(source)
+    if not source.is_dir():
+        raise ModelFolderError("model folder not found", source)
+    rewritten = []
+    with atomic_dir(Path(destination)) as tmp:
+        shutil.copytree(source, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns("runs", "checkpoints"))
+        for path in sorted(tmp.rglob("*.safetensors")):
+            state = load_file(str(path))
+            save_file({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, str(path))
+            rewritten.append(Path(destination) / path.relative_to(tmp))
+    return rewritten

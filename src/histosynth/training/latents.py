@@ -13,30 +13,44 @@ from histosynth.training.tensors import dihedral, to_unit_range
 def encode_dihedral(
     autoencoder, images: torch.Tensor, batch_size: int = 32, on_batch: Callable[[int], None] | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Posterior mean and log-variance of every tile under the 8 dihedral transforms: (N,8,C,h,w) fp16."""
+    """Posterior mean and log-variance of every tile under the 8 dihedral transforms: (N,8,C,h,w) fp16.
+
+    Runs on the autoencoder's device; results come back on the CPU.
+    """
+    device = next(autoencoder.parameters()).device
     means, logvars = [], []
     for start in range(0, len(images), batch_size):
-        batch = to_unit_range(images[start:start + batch_size])
+        batch = to_unit_range(images[start:start + batch_size].to(device))
         variants_mean, variants_logvar = [], []
         for k in range(8):
             posterior = autoencoder.encode(dihedral(batch, k)).latent_dist
             variants_mean.append(posterior.mean.half())
             variants_logvar.append(posterior.logvar.half())
-        means.append(torch.stack(variants_mean, 1))
-        logvars.append(torch.stack(variants_logvar, 1))
+        means.append(torch.stack(variants_mean, 1).cpu())
+        logvars.append(torch.stack(variants_logvar, 1).cpu())
         if on_batch is not None:
             on_batch(len(batch))
     return torch.cat(means), torch.cat(logvars)
 
 
 @torch.no_grad()
+def training_device() -> torch.device:
+    """The accelerator accelerate would train on (CUDA, MPS) or the CPU."""
+    from accelerate import PartialState
+
+    return PartialState().device
+
+
+@torch.no_grad()
 def measure_latent_statistics(autoencoder, images: torch.Tensor, batch_size: int = 32) -> tuple[list[float], float]:
     """Per-channel mean and the factor 1/std that give sampled latents zero mean and unit variance."""
+    device = next(autoencoder.parameters()).device
     samples = []
     generator = torch.Generator().manual_seed(0)
     for start in range(0, len(images), batch_size):
-        posterior = autoencoder.encode(to_unit_range(images[start:start + batch_size])).latent_dist
-        samples.append(posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator))
+        posterior = autoencoder.encode(to_unit_range(images[start:start + batch_size].to(device))).latent_dist
+        noise = torch.randn(posterior.mean.shape, generator=generator)
+        samples.append((posterior.mean + posterior.std * noise.to(device)).cpu())
     z = torch.cat(samples)
     shift = z.mean(dim=(0, 2, 3))
     std = (z - shift.view(1, -1, 1, 1)).std()

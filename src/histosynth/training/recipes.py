@@ -15,7 +15,7 @@ from histosynth.io import atomic_dir
 from histosynth.models.autoencoder import AutoencoderConfig, build_autoencoder, load_autoencoder, save_autoencoder
 from histosynth.models.denoiser import ConditionalDenoiser, DenoiserConfig, save_denoiser
 from histosynth.training.config import TrainConfig
-from histosynth.training.latents import encode_dihedral, measure_latent_statistics
+from histosynth.training.latents import encode_dihedral, measure_latent_statistics, training_device
 from histosynth.training.loop import train
 from histosynth.training.objectives import (
     AutoencoderLossConfig,
@@ -44,7 +44,8 @@ def _provenance(manifest: TileManifest, n: int, train_config: TrainConfig, secon
         "trained_on": {"manifest": str(manifest.source), "tiles": n},
         "training": {"steps": train_config.steps, "wall_seconds": round(seconds, 1),
                      "items_per_second": round(speed, 2), "machine": f"{platform.machine()} {platform.node()}",
-                     "torch": torch.__version__, "threads": torch.get_num_threads()},
+                     "torch": torch.__version__, "threads": torch.get_num_threads(),
+                     "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"},
     }
 
 
@@ -71,7 +72,7 @@ def train_autoencoder(
     final_config = model_config.model_copy(update={"scaling_factor": scale, "latent_shift": tuple(shift)})
     folder = model_dir / AUTOENCODER_DIR
     with atomic_dir(folder) as tmp:
-        save_autoencoder(ema, final_config, tmp)
+        save_autoencoder(ema.cpu(), final_config, tmp)
     _append_provenance(folder, _provenance(manifest, len(tiles), train_config, result.seconds, result.items_per_second))
     return RecipeResult(folder, result.steps_done, result.resumed_from, result.seconds, result.items_per_second)
 
@@ -108,7 +109,7 @@ def train_denoiser(
                 "objective": loss_config.model_dump(mode="json"),
                 "data": {"ids": len(tiles), "first": tiles.ids[:3], "autoencoder": ae_config.model_dump(mode="json")}}
     start_or_resume(run_dir, settings)
-    mean, logvar = encode_dihedral(autoencoder, tiles.images, on_batch=on_encode)
+    mean, logvar = encode_dihedral(autoencoder.to(training_device()), tiles.images, on_batch=on_encode)
     fractions = mask_fractions(tiles.masks, tiles.mask_known, model_config.num_mask_classes, ae_config.downsample)
     noise_scheduler = DDPMScheduler(
         num_train_timesteps=model_config.num_train_timesteps,
@@ -126,6 +127,38 @@ def train_denoiser(
     folder = model_dir / DENOISER_DIR
     facts = _provenance(manifest, len(tiles), train_config, result.seconds, result.items_per_second)
     with atomic_dir(folder) as tmp:
-        save_denoiser(result.ema.eval(), tmp, labels=manifest.classes.labels, **facts)
+        save_denoiser(result.ema.eval().cpu(), tmp, labels=manifest.classes.labels, **facts)
     manifest.classes.save(model_dir / "classes.json")
+    return RecipeResult(folder, result.steps_done, result.resumed_from, result.seconds, result.items_per_second)
+
+
+ENCODER_DIR = "encoder"
+
+
+def train_histology_encoder(
+    manifest: TileManifest,
+    tiles: TileTensors,
+    model_dir: str | Path,
+    model_config,
+    train_config: TrainConfig,
+    loss_config,
+    on_step: Progress | None = None,
+) -> RecipeResult:
+    """Self-supervised (SimCLR) training of the histology encoder; writes ``model_dir/encoder``."""
+    from histosynth.models.histology_encoder import ContrastiveModel, save_histology_encoder
+    from histosynth.training.contrastive import ContrastiveObjective
+
+    model_dir = Path(model_dir)
+    run_dir = model_dir / RUNS_DIR / ENCODER_DIR
+    settings = {"train": train_config.model_dump(mode="json"), "model": model_config.model_dump(mode="json"),
+                "objective": loss_config.model_dump(mode="json"), "data": {"ids": len(tiles), "first": tiles.ids[:3]}}
+    start_or_resume(run_dir, settings)
+    torch.manual_seed(train_config.seed)
+    model = ContrastiveModel(model_config)
+    objective = ContrastiveObjective(tiles.images, model_config.input_size, loss_config)
+    result = train(model, objective, train_config, run_dir, on_step)
+    folder = model_dir / ENCODER_DIR
+    facts = _provenance(manifest, len(tiles), train_config, result.seconds, result.items_per_second)
+    with atomic_dir(folder) as tmp:
+        save_histology_encoder(result.ema.backbone.eval().cpu(), tmp, **facts)
     return RecipeResult(folder, result.steps_done, result.resumed_from, result.seconds, result.items_per_second)
