@@ -27,17 +27,17 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine, peak_rss_mib  # noqa: E402
+from _common import cached_segmenter, machine, peak_rss_mib  # noqa: E402
 
 from histosynth.data.images import read_rgb  # noqa: E402
 from histosynth.data.manifest import load_manifest  # noqa: E402
 from histosynth.errors import HistosynthError, InputError  # noqa: E402
-from histosynth.evaluation.inception import frechet_distance, inception_features  # noqa: E402
+from histosynth.encoders.inception import InceptionEncoder  # noqa: E402
+from histosynth.evaluation.fidelity import fidelity_metrics, frechet_distance  # noqa: E402
 from histosynth.evaluation.segmentation import (  # noqa: E402
     SegmentationTrainConfig,
     dice_per_image,
     predict_masks,
-    train_segmenter,
 )
 from histosynth.io import atomic_open, write_json  # noqa: E402
 from histosynth.models.pipeline import LatentDiffusionModel  # noqa: E402
@@ -87,7 +87,7 @@ def cached_features(cache: Path, name: str, key: str, images, count: int, device
         if done[0] == count or done[0] % 256 < k:
             print(f"features {name}: {done[0]}/{count}", flush=True)
 
-    features = inception_features(images, device=device, on_batch=progress)
+    features = InceptionEncoder(device).encode(images, on_batch=progress)
     with atomic_open(path, "wb") as handle:
         np.save(handle, features)
     return features
@@ -173,6 +173,8 @@ def run(args: argparse.Namespace, command: str) -> dict:
            "train_n_vs_test": frechet_distance(train_f[picks], test_f),
            "train_all_vs_test": frechet_distance(train_f, test_f)}
     lap("FID")
+    full = {"generated_vs_test": fidelity_metrics(test_f, gen_f), "train_n_vs_test": fidelity_metrics(test_f, train_f[picks])}
+    lap("KID, precision/recall, density/coverage")
 
     config = SegmentationTrainConfig(size=args.seg_size, steps=args.seg_steps, seed=args.seg_seed,
                                      num_classes=model.classes.num_mask_classes)
@@ -182,7 +184,7 @@ def run(args: argparse.Namespace, command: str) -> dict:
         if step % 100 == 0 or step == config.steps:
             print(f"segmenter: step {step}/{config.steps}, loss {loss:.4f}", flush=True)
 
-    segmenter = train_segmenter(train.images[known], train.masks[known], config, seg_progress, args.device)
+    segmenter = cached_segmenter(train.images[known], train.masks[known], config, on_step=seg_progress, device=args.device)
     lap("train segmenter")
     test_known = test.mask_known
     test_masks, gen_masks = test.masks[test_known], train.masks[torch.from_numpy(picks)]
@@ -199,7 +201,7 @@ def run(args: argparse.Namespace, command: str) -> dict:
 
     return {"command": command, "machine": machine(), "args": vars(args), "model": model.identity,
             "tile_size": size, "n_train": len(train), "n_test": len(test), "n_generated": len(ids),
-            "fid": fid, "dice": dice, "timings_s": timings, "peak_rss_mib": round(peak_rss_mib())}
+            "fid": fid, "fidelity": full, "dice": dice, "timings_s": timings, "peak_rss_mib": round(peak_rss_mib())}
 
 
 def print_report(result: dict) -> None:
@@ -213,6 +215,11 @@ def print_report(result: dict) -> None:
     print(f"| FID(generated n={n}, test) | {fid['generated_vs_test']:.2f} |")
     print(f"| FID(random train n={n}, test): size-matched floor | {fid['train_n_vs_test']:.2f} |")
     print(f"| FID(all train n={result['n_train']}, test): real-data floor | {fid['train_all_vs_test']:.2f} |")
+    for name, label in (("generated_vs_test", "generated"), ("train_n_vs_test", "train (size-matched floor)")):
+        m = result["fidelity"][name]
+        print(f"| KID x1000 / precision / recall / density / coverage, {label} | {m['kid_x1000']:.1f} +- "
+              f"{m['kid_x1000_sd']:.1f} / {m['precision']:.3f} / {m['recall']:.3f} / {m['density']:.3f} / "
+              f"{m['coverage']:.3f} |")
     labels = {"segmenter_real_test": "Dice, U-Net on real test (reference)",
               "segmenter_generated": "Dice, U-Net on generated vs conditioning masks",
               "all_gland_generated": "Dice, 'all gland' on generated tiles' masks",

@@ -7,8 +7,10 @@ import sys
 import typer
 
 from histosynth.cli import data as data_commands
+from histosynth.cli import evaluate as evaluate_commands
 from histosynth.cli import train as train_commands
 from histosynth.cli.demo import demo
+from histosynth.cli.export import export
 from histosynth.cli.sample import sample
 from histosynth.errors import HistosynthError
 
@@ -24,8 +26,10 @@ app = typer.Typer(
 )
 app.add_typer(data_commands.app, name="data")
 app.add_typer(train_commands.app, name="train")
+app.add_typer(evaluate_commands.app, name="evaluate")
 app.command(name="sample")(sample)
 app.command(name="demo")(demo)
+app.command(name="export")(export)
 
 
 def _print_version(value: bool) -> None:

@@ -121,3 +121,32 @@ def denoiser(
                                     on_step=_step_reporter(train_handle, train_config.steps),
                                     on_encode=encode_progress)
     typer.echo(f"denoiser: {result.steps} steps ({result.items_per_second:.1f} latents/s) -> {result.folder}")
+
+
+@app.command()
+def encoder(
+    data: Path = DATA, out: Path = OUT, config: Optional[Path] = CONFIG, split: str = SPLIT,
+    steps: Optional[int] = STEPS, batch_size: Optional[int] = BATCH, classes: Optional[str] = CLASSES,
+    threads: Optional[int] = THREADS,
+    unlabelled: Optional[Path] = typer.Option(None, "--unlabelled", help="Extra tiles (no labels needed) to train on."),
+    tile_size: int = typer.Option(224, "--tile-size", min=16, help="Tiles are held in memory at this size."),
+) -> None:
+    """Train the histology feature encoder by self-supervision (SimCLR); writes OUT/encoder."""
+    import torch
+
+    from histosynth.cli.progress import progress_bar
+    from histosynth.models.histology_encoder import HistologyEncoderConfig
+    from histosynth.training.config import load_yaml_section, parse_config
+    from histosynth.training.contrastive import ContrastiveLossConfig
+    from histosynth.training.recipes import train_histology_encoder
+
+    if threads:
+        torch.set_num_threads(threads)
+    train_config = _settings(config, steps, batch_size)
+    model_config = parse_config(HistologyEncoderConfig, load_yaml_section(config, "model"), config or "defaults")
+    loss_config = parse_config(ContrastiveLossConfig, load_yaml_section(config, "objective"), config or "defaults")
+    manifest, tiles = _load_tiles(data, split, classes, tile_size, unlabelled)
+    with progress_bar("training encoder", train_config.steps) as handle:
+        result = train_histology_encoder(manifest, tiles, out, model_config, train_config, loss_config,
+                                         on_step=_step_reporter(handle, train_config.steps))
+    typer.echo(f"encoder: {result.steps} steps ({result.items_per_second:.1f} tiles/s) -> {result.folder}")

@@ -7,6 +7,7 @@ from pathlib import Path
 from histosynth.errors import ModelFolderError
 
 EBHI_MODEL = Path(__file__).parent / "default"  # trained on EBHI-Seg, see docs/models.md
+HISTOLOGY_ENCODER = Path(__file__).parent / "histology"  # self-supervised on EBHI-Seg train tiles
 
 
 def default_model_dir() -> Path:

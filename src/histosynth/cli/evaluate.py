@@ -1,0 +1,101 @@
+"""``histosynth evaluate fidelity|privacy``: audit a synthetic dataset folder against real tiles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(help="Audit a synthetic dataset: fidelity to real tiles, memorisation of training tiles.",
+                  no_args_is_help=True)
+
+SYNTHETIC = typer.Option(..., "--synthetic", help="Synthetic dataset folder (manifest.csv, or images/ [+ masks/]).")
+ENCODER = typer.Option("inception", "--encoder", help="Feature encoder: inception, efficientnet-lite0, histology, pixels.")
+CACHE = typer.Option(None, "--cache", help="Feature cache folder (default $HISTOSYNTH_CACHE or ~/.cache/histosynth).")
+DEVICE = typer.Option("cpu", "--device", help="torch device for the encoder (cpu, cuda, ...).")
+OUT = typer.Option(None, "--out", help="JSON result (default SYNTHETIC/audit/<metric>_<encoder>.json).")
+
+
+def _run(kind: str, synthetic: Path, encoder_name: str, device: str, cache: Optional[Path], out: Optional[Path],
+         total: int, compute) -> dict:
+    from histosynth.cli.progress import progress_bar
+    from histosynth.encoders.registry import get_encoder
+    from histosynth.evaluation.features import default_cache_dir
+    from histosynth.io import write_json
+
+    encoder = get_encoder(encoder_name, device)
+    with progress_bar(f"{kind}: {encoder_name} features", total) as advance:
+        result = compute(encoder, cache or default_cache_dir(), advance).to_dict()
+    out = out or synthetic / "audit" / f"{kind}_{encoder_name}.json"
+    write_json(out, result)
+    typer.echo(f"wrote {out}")
+    return result
+
+
+def _count(*manifests) -> int:
+    return sum(len(m.records) for m in manifests)
+
+
+@app.command()
+def fidelity(
+    real: Path = typer.Option(..., "--real", help="Real manifest with train and held-out splits."),
+    synthetic: Path = SYNTHETIC,
+    split: str = typer.Option("test", "--split", help="Held-out real split to compare against."),
+    train_split: str = typer.Option("train", "--train-split", help="Real split used for the floors."),
+    encoder: str = ENCODER, k: int = typer.Option(3, "--k", min=1, help="k of the k-NN manifolds."),
+    cache: Optional[Path] = CACHE, device: str = DEVICE, out: Optional[Path] = OUT,
+) -> None:
+    """FID, KID, precision/recall, density/coverage of SYNTHETIC vs real held-out tiles, beside the
+    same metrics for real train vs held-out (all train tiles, and a subset as large as SYNTHETIC)."""
+    from histosynth.data.manifest import load_manifest
+    from histosynth.evaluation.audit import audit_fidelity, load_synthetic
+
+    manifest = load_manifest(real)
+    total = _count(load_synthetic(synthetic), manifest.select_split(split), manifest.select_split(train_split))
+    result = _run("fidelity", synthetic, encoder, device, cache, out, total,
+                  lambda enc, cache_dir, advance: audit_fidelity(real, synthetic, enc, split, train_split, k,
+                                                                  cache_dir, on_batch=advance))
+    _table(f"fidelity ({result['encoder']})", ["synthetic vs held-out", "floor: train vs held-out",
+                                                f"floor: {result['n_synthetic']} train vs held-out"],
+           [result["synthetic_vs_heldout"], result["train_vs_heldout"], result["train_subset_vs_heldout"]])
+
+
+@app.command()
+def privacy(
+    train: Path = typer.Option(..., "--train", help="Real manifest holding the generator's training split."),
+    synthetic: Path = SYNTHETIC,
+    train_split: str = typer.Option("train", "--train-split", help="Split the generator was trained on."),
+    heldout_split: str = typer.Option("test", "--heldout-split", help="Real split never seen in training."),
+    quantile: float = typer.Option(0.01, "--quantile", help="Near-copy threshold: this quantile of held-out "
+                                   "real tiles' distances to their nearest training tile."),
+    cells: int = typer.Option(5, "--cells", min=2, help="k-means cells of the C_T test."),
+    encoder: str = ENCODER, cache: Optional[Path] = CACHE, device: str = DEVICE, out: Optional[Path] = OUT,
+) -> None:
+    """Authenticity, the C_T data-copying statistic, near copies, and each synthetic tile's nearest
+    training tiles in feature and pixel space (the gallery the report shows)."""
+    from histosynth.data.manifest import load_manifest
+    from histosynth.evaluation.audit import audit_privacy, load_synthetic
+
+    manifest = load_manifest(train)
+    total = _count(load_synthetic(synthetic), manifest.select_split(train_split), manifest.select_split(heldout_split))
+    result = _run("privacy", synthetic, encoder, device, cache, out, total,
+                  lambda enc, cache_dir, advance: audit_privacy(train, synthetic, enc, train_split, heldout_split,
+                                                                 quantile, cells, cache_dir=cache_dir, on_batch=advance))
+    typer.echo(f"authenticity {result['authenticity']:.3f} (held-out real tiles: {result['authenticity_heldout']:.3f})"
+               f"; C_T {result['ct_score']:.2f} over {result['ct_cells_used']}/{result['ct_cells']} cells"
+               f"; near copies {result['near_copies']} of {result['n_synthetic']}"
+               f" (threshold {result['near_copy_threshold']:.3f} = {quantile:g} quantile of held-out distances)")
+
+
+def _table(title: str, columns: list[str], rows: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("metric")
+    for column in columns:
+        table.add_column(column, justify="right")
+    for key in rows[0]:
+        table.add_row(key, *[f"{row[key]:.4g}" for row in rows])
+    Console().print(table)

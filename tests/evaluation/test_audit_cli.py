@@ -1,0 +1,127 @@
+"""The audit commands end to end on tiny on-the-fly datasets, with the weight-free pixel encoder."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from histosynth.cli.app import main
+
+SIZE = 32
+
+
+def _tile(rng: np.random.Generator) -> np.ndarray:
+    base = rng.integers(0, 256, size=(4, 4, 3)).astype(np.uint8)
+    return np.kron(base, np.ones((SIZE // 4, SIZE // 4, 1), dtype=np.uint8))  # blocky, so 16 px keeps it
+
+
+def _write(root: Path, tiles: list[np.ndarray], splits: list[str]) -> Path:
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    rows = []
+    for i, (tile, split) in enumerate(zip(tiles, splits)):
+        Image.fromarray(tile).save(root / "images" / f"t{i}.png")
+        Image.fromarray(((np.arange(SIZE)[:, None] < SIZE // 2) * 255).astype(np.uint8).repeat(SIZE, 1)).save(
+            root / "masks" / f"t{i}.png")
+        rows.append({"id": f"t{i}", "image": f"images/t{i}.png", "mask": f"masks/t{i}.png", "label": "Normal",
+                     "split": split})
+    with open(root / "manifest.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return root / "manifest.csv"
+
+
+@pytest.fixture
+def datasets(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A real manifest (40 train, 20 test), a folder of copies of train tiles, a folder of new tiles."""
+    rng = np.random.default_rng(0)
+    real_tiles = [_tile(rng) for _ in range(60)]
+    real = _write(tmp_path / "real", real_tiles, ["train"] * 40 + ["test"] * 20)
+    copies = _write(tmp_path / "copies", [np.rot90(t).copy() if i % 2 else t for i, t in enumerate(real_tiles[:30])],
+                    [""] * 30).parent
+    fresh = _write(tmp_path / "fresh", [_tile(rng) for _ in range(30)], [""] * 30).parent
+    return real, copies, fresh
+
+
+def _run(args: list[str], capsys) -> tuple[int, str, str]:
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def _error_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.startswith("error:")]
+
+
+def test_fidelity_writes_metrics_beside_real_floors(datasets, tmp_path: Path, capsys) -> None:
+    real, _, fresh = datasets
+    code, out, _ = _run(["evaluate", "fidelity", "--real", str(real), "--synthetic", str(fresh), "--encoder", "pixels",
+                         "--cache", str(tmp_path / "cache")], capsys)
+    assert code == 0
+    result = json.loads((fresh / "audit" / "fidelity_pixels.json").read_text())
+    assert result["n_synthetic"] == 30 and result["n_heldout"] == 20 and result["n_train"] == 40
+    for block in ("synthetic_vs_heldout", "train_vs_heldout", "train_subset_vs_heldout"):
+        assert set(result[block]) >= {"fid", "kid_x1000", "precision", "recall", "density", "coverage"}
+    assert "fid" in out
+    assert any((tmp_path / "cache").glob("pixels_16px.npz"))
+
+
+def test_privacy_catches_rotated_and_exact_copies(datasets, tmp_path: Path, capsys) -> None:
+    real, copies, fresh = datasets
+    args = ["evaluate", "privacy", "--train", str(real), "--encoder", "pixels", "--cells", "2",
+            "--cache", str(tmp_path / "cache")]
+    assert _run(args + ["--synthetic", str(copies)], capsys)[0] == 0
+    copied = json.loads((copies / "audit" / "privacy_pixels.json").read_text())
+    assert _run(args + ["--synthetic", str(fresh)], capsys)[0] == 0
+    novel = json.loads((fresh / "audit" / "privacy_pixels.json").read_text())
+    # exact copies (even ids) are caught in feature space; all copies, rotated too, in pixel space
+    assert copied["near_copies"] >= 15 and novel["near_copies"] <= 3
+    assert copied["authenticity"] < novel["authenticity"]
+    for i, row in enumerate(copied["neighbours"]):
+        assert row["pixel_train_ids"][0] == f"t{i}" and row["pixel_rms"][0] < 1e-6
+
+
+def test_export_refuses_near_copies_then_drops_them(datasets, tmp_path: Path, capsys) -> None:
+    real, copies, fresh = datasets
+    base = ["export", "--real", str(real), "--encoder", "pixels", "--cache", str(tmp_path / "cache")]
+    code, _, err = _run(base + [str(copies), "--out", str(tmp_path / "out")], capsys)
+    assert code == 2 and len(_error_lines(err)) == 1 and "near copies of training tiles" in _error_lines(err)[0]
+    assert not (tmp_path / "out").exists()
+    code, out, _ = _run(base + [str(copies), "--out", str(tmp_path / "out"), "--drop-near-copies"], capsys)
+    assert code == 0
+    facts = json.loads((tmp_path / "out" / "export.json").read_text())
+    assert len(facts["dropped_ids"]) >= 15 and facts["exported"] == 30 - len(facts["dropped_ids"])
+    exported = list(csv.DictReader(open(tmp_path / "out" / "manifest.csv")))
+    assert len(exported) == facts["exported"] and all((tmp_path / "out" / r["mask"]).is_file() for r in exported)
+    code, _, _ = _run(base + [str(fresh), "--out", str(tmp_path / "fresh_out"), "--drop-near-copies"], capsys)
+    assert code == 0
+    assert json.loads((tmp_path / "fresh_out" / "export.json").read_text())["exported"] >= 27
+
+
+def test_bad_synthetic_folders_fail_with_one_line(datasets, tmp_path: Path, capsys) -> None:
+    real, _, fresh = datasets
+    empty = tmp_path / "empty"
+    (empty / "images").mkdir(parents=True)
+    code, _, err = _run(["evaluate", "fidelity", "--real", str(real), "--synthetic", str(empty), "--encoder", "pixels"],
+                        capsys)
+    assert code == 2 and len(_error_lines(err)) == 1
+    code, _, err = _run(["evaluate", "fidelity", "--real", str(real), "--synthetic", str(fresh), "--encoder", "vgg"],
+                        capsys)
+    assert code == 2 and "unknown encoder 'vgg'" in err
+    broken = tmp_path / "broken"
+    shutil.copytree(fresh, broken)
+    (broken / "images" / "t0.png").write_bytes(b"not a png")
+    code, _, err = _run(["evaluate", "fidelity", "--real", str(real), "--synthetic", str(broken), "--encoder", "pixels",
+                         "--cache", str(tmp_path / "c2")], capsys)
+    assert code == 2 and len(_error_lines(err)) == 1 and "t0.png" in _error_lines(err)[0]
