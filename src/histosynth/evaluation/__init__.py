@@ -1,1 +1,1 @@
-"""Evaluation: pixel metrics now; fidelity, memorisation and downstream utility later."""
+"""Evaluation: pixel metrics, fidelity, memorisation (privacy), the export gate, mask adherence."""
