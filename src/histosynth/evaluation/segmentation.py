@@ -124,10 +124,14 @@ def train_segmenter(
     config: SegmentationTrainConfig | None = None,
     on_step: Callable[[int, float], None] | None = None,
     device: str | torch.device = "cpu",
+    select: Callable[[SegmentationUNet], float] | None = None,
+    select_every: int = 100,
 ) -> SegmentationUNet:
     """Train a U-Net on uint8 images (N,3,H,W) and class-id masks (N,H,W); returns it in eval mode.
 
-    ``on_step(step, loss)`` is called after every optimiser step (steps count from 1).
+    ``on_step(step, loss)`` is called after every optimiser step (steps count from 1). With
+    ``select`` (a validation score, higher is better), the model is scored every ``select_every``
+    steps and at the end, and the best-scoring weights are returned (model selection on val).
     """
     config = config or SegmentationTrainConfig()
     images, masks = torch.as_tensor(images), torch.as_tensor(masks)
@@ -147,6 +151,7 @@ def train_segmenter(
     model.to(device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.steps)
+    best: tuple[float, dict] | None = None
     for step in range(1, config.steps + 1):
         index = torch.randint(len(x_all), (config.batch_size,), generator=generator)
         x, y = _augment(x_all[index], y_all[index], generator, config.jitter)
@@ -157,7 +162,23 @@ def train_segmenter(
         schedule.step()
         if on_step is not None:
             on_step(step, loss.item())
+        if select is not None and (step % select_every == 0 or step == config.steps):
+            best = keep_best(model, select, best)
+    if select is not None:
+        model.load_state_dict(best[1])
     return model.eval()
+
+
+def keep_best(model: nn.Module, select: Callable, best: tuple[float, dict] | None) -> tuple[float, dict]:
+    """Score ``model`` in eval mode; return (score, weights) of the better of it and ``best``."""
+    import copy
+
+    model.eval()
+    score = float(select(model))
+    model.train()
+    if best is None or score > best[0]:
+        return score, copy.deepcopy(model.state_dict())
+    return best
 
 
 @torch.inference_mode()

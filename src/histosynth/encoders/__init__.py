@@ -1,0 +1,1 @@
+"""Feature encoders behind one interface (`FeatureEncoder`) and one registry (`get_encoder`)."""
