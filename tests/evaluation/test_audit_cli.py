@@ -125,3 +125,19 @@ def test_bad_synthetic_folders_fail_with_one_line(datasets, tmp_path: Path, caps
     code, _, err = _run(["evaluate", "fidelity", "--real", str(real), "--synthetic", str(broken), "--encoder", "pixels",
                          "--cache", str(tmp_path / "c2")], capsys)
     assert code == 2 and len(_error_lines(err)) == 1 and "t0.png" in _error_lines(err)[0]
+
+
+def test_report_is_one_self_contained_html_file(datasets, tmp_path: Path, capsys) -> None:
+    real, copies, _ = datasets
+    cache = str(tmp_path / "cache")
+    code, _, _ = _run(["report", str(copies), "--real", str(real), "--cache", cache], capsys)
+    assert code == 0
+    bare = (copies / "audit" / "report.html").read_text()
+    assert "Not run: <code>histosynth evaluate fidelity" in bare and "<img src=\"data:image/png;base64," in bare
+    for command in (["evaluate", "fidelity", "--real", str(real)], ["evaluate", "privacy", "--train", str(real), "--cells", "2"]):
+        assert _run(command + ["--synthetic", str(copies), "--encoder", "pixels", "--cache", cache], capsys)[0] == 0
+    assert _run(["report", str(copies), "--real", str(real), "--cache", cache, "--gallery", "3"], capsys)[0] == 0
+    html = (copies / "audit" / "report.html").read_text()
+    assert "Not run: <code>histosynth evaluate fidelity" not in html and "authenticity" in html
+    assert html.count("near copy</span>") == 3 and "PCA of pixels@16px features" in html
+    assert "http://" not in html.replace("http://www.w3.org/2000/svg", "")  # nothing fetched when opened

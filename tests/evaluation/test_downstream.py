@@ -96,3 +96,12 @@ def test_segmentation_needs_synthetic_masks_and_a_known_task(real: Path, tmp_pat
     code, _, err = _run(["evaluate", "downstream", "--real", str(real), "--synthetic", str(unmasked), "--task", "nope"],
                         capsys)
     assert code == 2 and "unknown task 'nope'" in err
+
+
+def test_report_plots_the_downstream_grid(real: Path, tmp_path: Path, capsys) -> None:
+    synthetic = _write(tmp_path / "synth", 16, [""], seed=1).parent
+    assert _run(["evaluate", "downstream", "--real", str(real), "--synthetic", str(synthetic), "--quick"], capsys)[0] == 0
+    assert (synthetic / "audit" / "downstream_segmentation.json").is_file()
+    assert _run(["report", str(synthetic), "--real", str(real), "--cache", str(tmp_path / "cache")], capsys)[0] == 0
+    html = (synthetic / "audit" / "report.html").read_text()
+    assert "Downstream utility: segmentation" in html and "<polyline" in html

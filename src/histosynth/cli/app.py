@@ -11,6 +11,7 @@ from histosynth.cli import evaluate as evaluate_commands
 from histosynth.cli import train as train_commands
 from histosynth.cli.demo import demo
 from histosynth.cli.export import export
+from histosynth.cli.report import report
 from histosynth.cli.sample import sample
 from histosynth.errors import HistosynthError
 
@@ -30,6 +31,7 @@ app.add_typer(evaluate_commands.app, name="evaluate")
 app.command(name="sample")(sample)
 app.command(name="demo")(demo)
 app.command(name="export")(export)
+app.command(name="report")(report)
 
 
 def _print_version(value: bool) -> None:

@@ -1,0 +1,25 @@
+"""``histosynth report``: one self-contained HTML page from a synthetic folder's audit results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def report(
+    synthetic: Path = typer.Argument(..., help="Synthetic dataset folder (its audit/ holds the evaluate results)."),
+    real: Path = typer.Option(..., "--real", help="Real manifest (train split shown beside the synthetic tiles)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="HTML file (default SYNTHETIC/audit/report.html)."),
+    per_label: int = typer.Option(6, "--per-label", min=1, help="Tiles shown per class, real and synthetic."),
+    gallery: int = typer.Option(8, "--gallery", min=0, help="Synthetic tiles shown with their nearest training tiles."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Feature cache (for the feature-space projection)."),
+) -> None:
+    """Sample grids with mask outlines, real vs synthetic per class, fidelity tables with real floors,
+    a feature-space projection, the nearest-neighbour gallery and downstream plots, in one HTML file."""
+    from histosynth.evaluation.features import default_cache_dir
+    from histosynth.report.html import write_report
+
+    path = write_report(synthetic, real, out, per_label, gallery, cache or default_cache_dir())
+    typer.echo(f"wrote {path}")
