@@ -121,3 +121,16 @@ def tile_colour_fixture() -> Callable[[int], tuple[int, int, int]]:
 
 # Tiny random models and tiles for training/sampling tests (tests/ is on sys.path via this conftest).
 from tiny_models import tiles, tiny_model_dir  # noqa: E402, F401
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    """Run ``histosynth ARGS`` in-process: (exit code, stdout, stderr)."""
+    from histosynth.cli.app import main
+
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

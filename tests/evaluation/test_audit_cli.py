@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from histosynth.cli.app import main
+from conftest import run_cli
 
 SIZE = 32
 
@@ -50,23 +50,13 @@ def datasets(tmp_path: Path) -> tuple[Path, Path, Path]:
     return real, copies, fresh
 
 
-def _run(args: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 def _error_lines(err: str) -> list[str]:
     return [line for line in err.splitlines() if line.startswith("error:")]
 
 
 def test_fidelity_writes_metrics_beside_real_floors(datasets, tmp_path: Path, capsys) -> None:
     real, _, fresh = datasets
-    code, out, _ = _run(["evaluate", "fidelity", "--real", str(real), "--synthetic", str(fresh), "--encoder", "pixels",
+    code, out, _ = run_cli(["evaluate", "fidelity", "--real", str(real), "--synthetic", str(fresh), "--encoder", "pixels",
                          "--cache", str(tmp_path / "cache")], capsys)
     assert code == 0
     result = json.loads((fresh / "audit" / "fidelity_pixels.json").read_text())
@@ -81,9 +71,9 @@ def test_privacy_catches_rotated_and_exact_copies(datasets, tmp_path: Path, caps
     real, copies, fresh = datasets
     args = ["evaluate", "privacy", "--train", str(real), "--encoder", "pixels", "--cells", "2",
             "--cache", str(tmp_path / "cache")]
-    assert _run(args + ["--synthetic", str(copies)], capsys)[0] == 0
+    assert run_cli(args + ["--synthetic", str(copies)], capsys)[0] == 0
     copied = json.loads((copies / "audit" / "privacy_pixels.json").read_text())
-    assert _run(args + ["--synthetic", str(fresh)], capsys)[0] == 0
+    assert run_cli(args + ["--synthetic", str(fresh)], capsys)[0] == 0
     novel = json.loads((fresh / "audit" / "privacy_pixels.json").read_text())
     # exact copies (even ids) are caught in feature space; all copies, rotated too, in pixel space
     assert copied["near_copies"] >= 15 and novel["near_copies"] <= 3
@@ -95,16 +85,16 @@ def test_privacy_catches_rotated_and_exact_copies(datasets, tmp_path: Path, caps
 def test_export_refuses_near_copies_then_drops_them(datasets, tmp_path: Path, capsys) -> None:
     real, copies, fresh = datasets
     base = ["export", "--real", str(real), "--encoder", "pixels", "--cache", str(tmp_path / "cache")]
-    code, _, err = _run(base + [str(copies), "--out", str(tmp_path / "out")], capsys)
+    code, _, err = run_cli(base + [str(copies), "--out", str(tmp_path / "out")], capsys)
     assert code == 2 and len(_error_lines(err)) == 1 and "near copies of training tiles" in _error_lines(err)[0]
     assert not (tmp_path / "out").exists()
-    code, out, _ = _run(base + [str(copies), "--out", str(tmp_path / "out"), "--drop-near-copies"], capsys)
+    code, out, _ = run_cli(base + [str(copies), "--out", str(tmp_path / "out"), "--drop-near-copies"], capsys)
     assert code == 0
     facts = json.loads((tmp_path / "out" / "export.json").read_text())
     assert len(facts["dropped_ids"]) >= 15 and facts["exported"] == 30 - len(facts["dropped_ids"])
     exported = list(csv.DictReader(open(tmp_path / "out" / "manifest.csv")))
     assert len(exported) == facts["exported"] and all((tmp_path / "out" / r["mask"]).is_file() for r in exported)
-    code, _, _ = _run(base + [str(fresh), "--out", str(tmp_path / "fresh_out"), "--drop-near-copies"], capsys)
+    code, _, _ = run_cli(base + [str(fresh), "--out", str(tmp_path / "fresh_out"), "--drop-near-copies"], capsys)
     assert code == 0
     assert json.loads((tmp_path / "fresh_out" / "export.json").read_text())["exported"] >= 27
 
@@ -113,16 +103,16 @@ def test_bad_synthetic_folders_fail_with_one_line(datasets, tmp_path: Path, caps
     real, _, fresh = datasets
     empty = tmp_path / "empty"
     (empty / "images").mkdir(parents=True)
-    code, _, err = _run(["evaluate", "fidelity", "--real", str(real), "--synthetic", str(empty), "--encoder", "pixels"],
+    code, _, err = run_cli(["evaluate", "fidelity", "--real", str(real), "--synthetic", str(empty), "--encoder", "pixels"],
                         capsys)
     assert code == 2 and len(_error_lines(err)) == 1
-    code, _, err = _run(["evaluate", "fidelity", "--real", str(real), "--synthetic", str(fresh), "--encoder", "vgg"],
+    code, _, err = run_cli(["evaluate", "fidelity", "--real", str(real), "--synthetic", str(fresh), "--encoder", "vgg"],
                         capsys)
     assert code == 2 and "unknown encoder 'vgg'" in err
     broken = tmp_path / "broken"
     shutil.copytree(fresh, broken)
     (broken / "images" / "t0.png").write_bytes(b"not a png")
-    code, _, err = _run(["evaluate", "fidelity", "--real", str(real), "--synthetic", str(broken), "--encoder", "pixels",
+    code, _, err = run_cli(["evaluate", "fidelity", "--real", str(real), "--synthetic", str(broken), "--encoder", "pixels",
                          "--cache", str(tmp_path / "c2")], capsys)
     assert code == 2 and len(_error_lines(err)) == 1 and "t0.png" in _error_lines(err)[0]
 
@@ -130,13 +120,13 @@ def test_bad_synthetic_folders_fail_with_one_line(datasets, tmp_path: Path, caps
 def test_report_is_one_self_contained_html_file(datasets, tmp_path: Path, capsys) -> None:
     real, copies, _ = datasets
     cache = str(tmp_path / "cache")
-    code, _, _ = _run(["report", str(copies), "--real", str(real), "--cache", cache], capsys)
+    code, _, _ = run_cli(["report", str(copies), "--real", str(real), "--cache", cache], capsys)
     assert code == 0
     bare = (copies / "audit" / "report.html").read_text()
     assert "Not run: <code>histosynth evaluate fidelity" in bare and "<img src=\"data:image/png;base64," in bare
     for command in (["evaluate", "fidelity", "--real", str(real)], ["evaluate", "privacy", "--train", str(real), "--cells", "2"]):
-        assert _run(command + ["--synthetic", str(copies), "--encoder", "pixels", "--cache", cache], capsys)[0] == 0
-    assert _run(["report", str(copies), "--real", str(real), "--cache", cache, "--gallery", "3"], capsys)[0] == 0
+        assert run_cli(command + ["--synthetic", str(copies), "--encoder", "pixels", "--cache", cache], capsys)[0] == 0
+    assert run_cli(["report", str(copies), "--real", str(real), "--cache", cache, "--gallery", "3"], capsys)[0] == 0
     html = (copies / "audit" / "report.html").read_text()
     assert "Not run: <code>histosynth evaluate fidelity" not in html and "authenticity" in html
     assert html.count("near copy</span>") == 3 and "PCA of pixels@16px features" in html

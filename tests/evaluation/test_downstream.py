@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from histosynth.cli.app import main
+from conftest import run_cli
 from histosynth.evaluation.downstream import DownstreamRun, _read_runs, summarise
 
 SIZE = 32
@@ -40,16 +40,6 @@ def _write(root: Path, n: int, splits: list[str], masks: bool = True, seed: int 
     return root / "manifest.csv"
 
 
-def _run(args: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 @pytest.fixture
 def real(tmp_path: Path) -> Path:
     return _write(tmp_path / "real", 24, ["train", "train", "val", "test"])
@@ -61,7 +51,7 @@ def test_quick_grid_runs_then_resumes_without_redoing_runs(real: Path, tmp_path:
     out = tmp_path / "downstream.json"
     args = ["evaluate", "downstream", "--real", str(real), "--synthetic", str(synthetic), "--task", task,
             "--quick", "--out", str(out)]
-    code, stdout, _ = _run(args, capsys)
+    code, stdout, _ = run_cli(args, capsys)
     assert code == 0, stdout
     result = json.loads(out.read_text())
     rows = {(r["fraction"], r["rounds"]): r for r in result["summary"]}
@@ -71,7 +61,7 @@ def test_quick_grid_runs_then_resumes_without_redoing_runs(real: Path, tmp_path:
     runs_file = Path(result["runs_file"])
     before = runs_file.read_text()
     assert len(before.splitlines()) == 2
-    assert _run(args, capsys)[0] == 0
+    assert run_cli(args, capsys)[0] == 0
     assert runs_file.read_text() == before  # nothing redone, nothing duplicated
 
 
@@ -91,17 +81,17 @@ def test_summary_reports_mean_and_sd_over_seeds() -> None:
 
 def test_segmentation_needs_synthetic_masks_and_a_known_task(real: Path, tmp_path: Path, capsys) -> None:
     unmasked = _write(tmp_path / "nomasks", 8, [""], masks=False).parent
-    code, _, err = _run(["evaluate", "downstream", "--real", str(real), "--synthetic", str(unmasked), "--quick"], capsys)
+    code, _, err = run_cli(["evaluate", "downstream", "--real", str(real), "--synthetic", str(unmasked), "--quick"], capsys)
     assert code == 2 and "without masks" in err
-    code, _, err = _run(["evaluate", "downstream", "--real", str(real), "--synthetic", str(unmasked), "--task", "nope"],
+    code, _, err = run_cli(["evaluate", "downstream", "--real", str(real), "--synthetic", str(unmasked), "--task", "nope"],
                         capsys)
     assert code == 2 and "unknown task 'nope'" in err
 
 
 def test_report_plots_the_downstream_grid(real: Path, tmp_path: Path, capsys) -> None:
     synthetic = _write(tmp_path / "synth", 16, [""], seed=1).parent
-    assert _run(["evaluate", "downstream", "--real", str(real), "--synthetic", str(synthetic), "--quick"], capsys)[0] == 0
+    assert run_cli(["evaluate", "downstream", "--real", str(real), "--synthetic", str(synthetic), "--quick"], capsys)[0] == 0
     assert (synthetic / "audit" / "downstream_segmentation.json").is_file()
-    assert _run(["report", str(synthetic), "--real", str(real), "--cache", str(tmp_path / "cache")], capsys)[0] == 0
+    assert run_cli(["report", str(synthetic), "--real", str(real), "--cache", str(tmp_path / "cache")], capsys)[0] == 0
     html = (synthetic / "audit" / "report.html").read_text()
     assert "Downstream utility: segmentation" in html and "<polyline" in html

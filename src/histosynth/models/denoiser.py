@@ -23,10 +23,7 @@ from diffusers import UNet2DConditionModel, UNet2DModel
 from pydantic import BaseModel, Field
 from torch import nn
 
-from safetensors.torch import save_file
-
-from histosynth.io import atomic_path
-from histosynth.models.folder import load_weights, read_folder_config, require_files, write_folder_manifest
+from histosynth.models.folder import load_weights, read_folder_config, require_files, save_weights_folder
 
 KIND = "denoiser"
 WEIGHTS_NAME = "denoiser.safetensors"
@@ -128,12 +125,7 @@ class ConditionalDenoiser(nn.Module):
 
 def save_denoiser(model: ConditionalDenoiser, folder: str | Path, **extra: object) -> None:
     """Write ``denoiser.safetensors`` and ``histosynth.json`` (config + ``extra`` facts)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    with atomic_path(folder / WEIGHTS_NAME) as tmp:
-        save_file(state, str(tmp))
-    write_folder_manifest(folder, KIND, model.config, **extra)
+    save_weights_folder(model, folder, WEIGHTS_NAME, KIND, model.config, **extra)
 
 
 def load_denoiser(folder: str | Path) -> ConditionalDenoiser:

@@ -72,6 +72,21 @@ def require_files(folder: str | Path, *names: str) -> None:
             raise ModelFolderError(f"missing model file {name}", folder)
 
 
+def save_weights_folder(module: Any, folder: str | Path, weights_name: str, kind: str, config: BaseModel,
+                        **extra: Any) -> None:
+    """Write ``module``'s state dict as ``weights_name`` (safetensors, atomically) and ``histosynth.json``."""
+    from safetensors.torch import save_file
+
+    from histosynth.io import atomic_path
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    with atomic_path(folder / weights_name) as tmp:
+        save_file(state, str(tmp))
+    write_folder_manifest(folder, kind, config, **extra)
+
+
 def load_weights(module: Any, path: str | Path) -> None:
     """Load a safetensors file into ``module``; mismatched tensors fail with one line."""
     from safetensors import SafetensorError

@@ -13,8 +13,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, Field
 from torch import nn
 
-from histosynth.io import atomic_path
-from histosynth.models.folder import load_weights, read_folder_config, require_files, write_folder_manifest
+from histosynth.models.folder import load_weights, read_folder_config, require_files, save_weights_folder
 
 KIND = "histology-encoder"
 WEIGHTS_NAME = "encoder.safetensors"
@@ -69,14 +68,8 @@ class ContrastiveModel(nn.Module):
 
 
 def save_histology_encoder(backbone: HistologyCNN, folder: str | Path, **extra: object) -> None:
-    from safetensors.torch import save_file
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in backbone.state_dict().items()}
-    with atomic_path(folder / WEIGHTS_NAME) as tmp:
-        save_file(state, str(tmp))
-    write_folder_manifest(folder, KIND, backbone.config, **extra)
+    """Write ``encoder.safetensors`` and ``histosynth.json`` (config + ``extra`` facts)."""
+    save_weights_folder(backbone, folder, WEIGHTS_NAME, KIND, backbone.config, **extra)
 
 
 def load_histology_encoder(folder: str | Path) -> HistologyCNN:
