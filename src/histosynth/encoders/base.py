@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,6 +26,15 @@ class FeatureEncoder(ABC):
     @property
     @abstractmethod
     def identity(self) -> str: ...
+
+    def weights_identity(self, weights: Path) -> str:
+        """``name@<first 12 hex of the weights file's SHA-256>``, hashed once per instance."""
+        cached = getattr(self, "_weights_identity", None)
+        if cached is None:
+            from histosynth.io import file_digest
+
+            cached = self._weights_identity = f"{self.name}@{file_digest(weights)[:12]}"
+        return cached
 
     @abstractmethod
     def encode_batch(self, images: torch.Tensor) -> torch.Tensor:

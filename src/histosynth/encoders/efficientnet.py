@@ -9,7 +9,6 @@ Symmetric k//2 padding drops the cat to 0.64-0.70; ImageNet mean/std gives 0.80 
 
 from __future__ import annotations
 
-import hashlib
 import math
 from pathlib import Path
 
@@ -108,15 +107,10 @@ class EfficientNetLite0Encoder(FeatureEncoder):
         net = _EfficientNetLite0()
         net.load_state_dict(torch.load(self._weights, map_location="cpu", weights_only=True), strict=True)
         self._net = net.requires_grad_(False).eval().to(self.device)
-        self._identity: str | None = None
 
     @property
     def identity(self) -> str:
-        if self._identity is None:
-            with self._weights.open("rb") as file:
-                digest = hashlib.file_digest(file, "sha256").hexdigest()
-            self._identity = f"{self.name}@{digest[:12]}"
-        return self._identity
+        return self.weights_identity(self._weights)
 
     def _prepare(self, images: torch.Tensor) -> torch.Tensor:
         if images.shape[-2:] != (_SIZE, _SIZE):

@@ -32,15 +32,10 @@ class HistologyEncoder(FeatureEncoder):
         self.model = load_histology_encoder(self.folder).to(self.device)
         self.dim = self.model.config.feature_dim
         self._weights = self.folder / WEIGHTS_NAME
-        self._identity: str | None = None
 
     @property
     def identity(self) -> str:
-        if self._identity is None:
-            from histosynth.io import file_digest
-
-            self._identity = f"{self.name}@{file_digest(self._weights)[:12]}"
-        return self._identity
+        return self.weights_identity(self._weights)
 
     def encode_batch(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)

@@ -51,15 +51,10 @@ class InceptionEncoder(FeatureEncoder):
     def __init__(self, device: str | torch.device = "cpu") -> None:
         super().__init__(device)
         self.model = load_inception(str(self.device))
-        self._identity: str | None = None
 
     @property
     def identity(self) -> str:
-        if self._identity is None:
-            from histosynth.io import file_digest
-
-            self._identity = f"{self.name}@{file_digest(inception_weights_path())[:12]}"
-        return self._identity
+        return self.weights_identity(inception_weights_path())
 
     def encode_batch(self, images: torch.Tensor) -> torch.Tensor:
         x = _resize(images).clamp(0, 1) * (INPUT_RANGE[1] - INPUT_RANGE[0]) + INPUT_RANGE[0]
