@@ -39,8 +39,29 @@ def load_synthetic(folder: str | Path) -> TileManifest:
     return manifest
 
 
-def _features(encoder, manifest: TileManifest, cache_dir, on_batch) -> np.ndarray:
-    return image_features(encoder, [r.image for r in manifest.records], cache_dir, on_batch=on_batch)
+@dataclass
+class AuditSets:
+    """The three tile sets every audit compares, with their features in one encoder's space."""
+
+    train: TileManifest
+    heldout: TileManifest
+    synthetic: TileManifest
+    f_train: np.ndarray
+    f_heldout: np.ndarray
+    f_synthetic: np.ndarray
+
+
+def load_audit_sets(
+    real: str | Path, synthetic: str | Path, encoder: FeatureEncoder, train_split: str = "train",
+    heldout_split: str = "test", cache_dir: str | Path | None = None, on_batch: Progress | None = None,
+) -> AuditSets:
+    """Real train and held-out splits plus the synthetic folder, each with (cached) features."""
+    manifest = load_manifest(real)
+    train, heldout = manifest.select_split(train_split), manifest.select_split(heldout_split)
+    synth = load_synthetic(synthetic)
+    features = [image_features(encoder, [r.image for r in m.records], cache_dir, on_batch=on_batch)
+                for m in (train, heldout, synth)]
+    return AuditSets(train, heldout, synth, *features)
 
 
 @dataclass
@@ -66,12 +87,8 @@ def audit_fidelity(
     on_batch: Progress | None = None,
 ) -> FidelityAudit:
     """Synthetic vs held-out real tiles, beside train vs held-out (all, and size-matched)."""
-    manifest = load_manifest(real)
-    heldout, train = manifest.select_split(heldout_split), manifest.select_split(train_split)
-    synth = load_synthetic(synthetic)
-    f_synth = _features(encoder, synth, cache_dir, on_batch)
-    f_heldout = _features(encoder, heldout, cache_dir, on_batch)
-    f_train = _features(encoder, train, cache_dir, on_batch)
+    sets = load_audit_sets(real, synthetic, encoder, train_split, heldout_split, cache_dir, on_batch)
+    f_train, f_heldout, f_synth = sets.f_train, sets.f_heldout, sets.f_synthetic
     rng = np.random.default_rng(seed)
     subset = f_train[rng.choice(len(f_train), min(len(f_synth), len(f_train)), replace=False)]
     return FidelityAudit(
@@ -115,12 +132,9 @@ def audit_privacy(
     neighbours: int = 3, cache_dir: str | Path | None = None, on_batch: Progress | None = None,
 ) -> PrivacyAudit:
     """Authenticity, C_T and the near-copy gate of ``synthetic`` against the training tiles."""
-    manifest = load_manifest(real)
-    train, heldout = manifest.select_split(train_split), manifest.select_split(heldout_split)
-    synth = load_synthetic(synthetic)
-    f_synth = _features(encoder, synth, cache_dir, on_batch)
-    f_train = _features(encoder, train, cache_dir, on_batch)
-    f_heldout = _features(encoder, heldout, cache_dir, on_batch)
+    sets = load_audit_sets(real, synthetic, encoder, train_split, heldout_split, cache_dir, on_batch)
+    train, synth = sets.train, sets.synthetic
+    f_train, f_heldout, f_synth = sets.f_train, sets.f_heldout, sets.f_synthetic
     threshold = near_copy_threshold(f_train, f_heldout, quantile)
     flagged, _ = flag_near_copies(f_train, f_synth, threshold)
     ct = data_copying_ct(f_train, f_heldout, f_synth, cells, min_per_cell)

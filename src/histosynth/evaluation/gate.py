@@ -8,11 +8,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from histosynth.data.manifest import load_manifest
 from histosynth.encoders.base import FeatureEncoder
 from histosynth.errors import InputError
-from histosynth.evaluation.audit import load_synthetic
-from histosynth.evaluation.features import image_features
+from histosynth.evaluation.audit import load_audit_sets
 from histosynth.evaluation.privacy import flag_near_copies, near_copy_threshold
 from histosynth.io import atomic_dir, write_json
 
@@ -40,12 +38,8 @@ def export_gated(
     Near copies make the export fail (``InputError`` naming how many) unless ``drop_near_copies``,
     which leaves them out. ``out`` appears complete or not at all.
     """
-    synth = load_synthetic(synthetic)
-    manifest = load_manifest(real)
-    train, heldout = manifest.select_split(train_split), manifest.select_split(heldout_split)
-    f_train = image_features(encoder, [r.image for r in train.records], cache_dir, on_batch=on_batch)
-    f_heldout = image_features(encoder, [r.image for r in heldout.records], cache_dir, on_batch=on_batch)
-    f_synth = image_features(encoder, [r.image for r in synth.records], cache_dir, on_batch=on_batch)
+    sets = load_audit_sets(real, synthetic, encoder, train_split, heldout_split, cache_dir, on_batch)
+    synth, f_train, f_heldout, f_synth = sets.synthetic, sets.f_train, sets.f_heldout, sets.f_synthetic
     threshold = near_copy_threshold(f_train, f_heldout, quantile)
     flagged, distances = flag_near_copies(f_train, f_synth, threshold)
     dropped = [r.id for r, flag in zip(synth.records, flagged) if flag]

@@ -39,6 +39,13 @@ class RecipeResult:
     items_per_second: float
 
 
+def _run_settings(train_config, model_config, loss_config, tiles: TileTensors, **data: object) -> dict:
+    """What a resumed run must share with the run it continues (checked by ``start_or_resume``)."""
+    return {"train": train_config.model_dump(mode="json"), "model": model_config.model_dump(mode="json"),
+            "objective": loss_config.model_dump(mode="json"),
+            "data": {"ids": len(tiles), "first": tiles.ids[:3], **data}}
+
+
 def _provenance(manifest: TileManifest, n: int, train_config: TrainConfig, seconds: float, speed: float) -> dict:
     return {
         "trained_on": {"manifest": str(manifest.source), "tiles": n},
@@ -61,8 +68,7 @@ def train_autoencoder(
     """Train the autoencoder on ``tiles`` and write ``model_dir/autoencoder`` (EMA weights)."""
     model_dir = Path(model_dir)
     run_dir = model_dir / RUNS_DIR / AUTOENCODER_DIR
-    settings = {"train": train_config.model_dump(mode="json"), "model": model_config.model_dump(mode="json"),
-                "objective": loss_config.model_dump(mode="json"), "data": {"ids": len(tiles), "first": tiles.ids[:3]}}
+    settings = _run_settings(train_config, model_config, loss_config, tiles)
     start_or_resume(run_dir, settings)
     torch.manual_seed(train_config.seed)
     model = build_autoencoder(model_config)
@@ -105,9 +111,8 @@ def train_denoiser(
     model_dir = Path(model_dir)
     run_dir = model_dir / RUNS_DIR / DENOISER_DIR
     autoencoder, ae_config = load_autoencoder(autoencoder_dir)
-    settings = {"train": train_config.model_dump(mode="json"), "model": model_config.model_dump(mode="json"),
-                "objective": loss_config.model_dump(mode="json"),
-                "data": {"ids": len(tiles), "first": tiles.ids[:3], "autoencoder": ae_config.model_dump(mode="json")}}
+    settings = _run_settings(train_config, model_config, loss_config, tiles,
+                             autoencoder=ae_config.model_dump(mode="json"))
     start_or_resume(run_dir, settings)
     mean, logvar = encode_dihedral(autoencoder.to(training_device()), tiles.images, on_batch=on_encode)
     fractions = mask_fractions(tiles.masks, tiles.mask_known, model_config.num_mask_classes, ae_config.downsample)
@@ -150,8 +155,7 @@ def train_histology_encoder(
 
     model_dir = Path(model_dir)
     run_dir = model_dir / RUNS_DIR / ENCODER_DIR
-    settings = {"train": train_config.model_dump(mode="json"), "model": model_config.model_dump(mode="json"),
-                "objective": loss_config.model_dump(mode="json"), "data": {"ids": len(tiles), "first": tiles.ids[:3]}}
+    settings = _run_settings(train_config, model_config, loss_config, tiles)
     start_or_resume(run_dir, settings)
     torch.manual_seed(train_config.seed)
     model = ContrastiveModel(model_config)
