@@ -96,16 +96,26 @@ def cached_features(cache: Path, name: str, key: str, images, count: int, device
 def generate(model: LatentDiffusionModel, train: TileTensors, picks: np.ndarray, args: argparse.Namespace,
              folder: Path) -> list[str]:
     """Generate (or resume) tile ``gen_<i>`` from train tile ``picks[i]``'s label and mask; return ids."""
+    items = [(f"gen_{i:06d}", int(j), args.seed + i) for i, j in enumerate(picks)]
+    return generate_from_train(model, train, items, args, folder)
+
+
+def generate_from_train(model: LatentDiffusionModel, train: TileTensors, items: list[tuple[str, int, int]],
+                        args: argparse.Namespace, folder: Path) -> list[str]:
+    """Generate (or resume) each (tile id, train index, seed) from that train tile's label and mask.
+
+    Uses ``args.steps``, ``args.guidance``, ``args.sampler``, ``args.batch`` and ``args.device``.
+    """
     settings = SamplingSettings(steps=args.steps, guidance=args.guidance, sampler=args.sampler, batch_size=args.batch)
     sampler = TileSampler(model, settings, args.device)
     writer = SyntheticDatasetWriter(folder)
     identity, labels = model.identity, model.classes.labels
     rows = []
-    for i, j in enumerate(picks):
-        tile_id, label = f"gen_{i:06d}", int(train.labels[j])
+    for tile_id, j, seed in items:
+        label = int(train.labels[j])
         rows.append(SyntheticRow(
             id=tile_id, image=f"images/{tile_id}.png", mask=f"masks/{tile_id}.png",
-            label=labels[label] if label < len(labels) else "", split="synthetic", seed=args.seed + i,
+            label=labels[label] if label < len(labels) else "", split="synthetic", seed=seed,
             model=identity, sampler=args.sampler, steps=args.steps, guidance=args.guidance,
             mask_source=f"train:{train.ids[j]}"))
     for row in rows:  # a resumed folder must hold exactly these tiles
@@ -113,7 +123,7 @@ def generate(model: LatentDiffusionModel, train: TileTensors, picks: np.ndarray,
         if old is not None and _as_strings(old) != _as_strings(row):
             raise InputError(f"holds {row.id} made with other settings or conditioning; use a fresh --out", folder)
     order = [row.id for row in rows]
-    todo = [(row, j) for row, j in zip(rows, picks) if row.id not in writer.done_ids()]
+    todo = [(row, j) for row, (_, j, _) in zip(rows, items) if row.id not in writer.done_ids()]
     print(f"generate: {len(rows) - len(todo)} of {len(rows)} tiles already there, {len(todo)} to make", flush=True)
     start = time.perf_counter()
     for b in range(0, len(todo), args.batch):

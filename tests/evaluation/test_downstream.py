@@ -95,3 +95,24 @@ def test_report_plots_the_downstream_grid(real: Path, tmp_path: Path, capsys) ->
     assert run_cli(["report", str(synthetic), "--real", str(real), "--cache", str(tmp_path / "cache")], capsys)[0] == 0
     html = (synthetic / "audit" / "report.html").read_text()
     assert "Downstream utility: segmentation" in html and "<polyline" in html
+
+
+def test_paired_synthetic_tiles_follow_the_real_subset(real: Path, tmp_path: Path) -> None:
+    from histosynth.data.manifest import TileManifest, TileRecord, load_manifest
+    from histosynth.evaluation.downstream import _pick_synthetic, synthetic_by_source
+
+    train = load_manifest(real).select_split("train")
+    records = [TileRecord(f"{r.id}_r{k}", Path("x.png"), extra={"mask_source": f"train:{r.id}"})
+               for k in range(3) for r in train.records]
+    synth = TileManifest(tmp_path, records, train.classes)
+    paired = synthetic_by_source(synth, {r.id for r in train.records})
+    assert paired is not None and all(len(v) == 3 for v in paired.values())
+    subset = [r.id for r in train.records[:4]]
+    picked = _pick_synthetic(subset, 2, len(records), paired, np.random.default_rng(0)).tolist()
+    assert sorted(records[i].id for i in picked) == sorted(f"{t}_r{k}" for t in subset for k in range(2))
+    assert _pick_synthetic(subset, 0, len(records), paired, np.random.default_rng(0)).numel() == 0
+    # one tile from an unknown source (or without mask_source) turns pairing off
+    records.append(TileRecord("stray", Path("y.png"), extra={"mask_source": "train:not-a-train-tile"}))
+    assert synthetic_by_source(TileManifest(tmp_path, records, train.classes), {r.id for r in train.records}) is None
+    pooled = _pick_synthetic(subset, 2, len(records), None, np.random.default_rng(0))
+    assert len(pooled) == 8 and len(set(pooled.tolist())) == 8

@@ -97,6 +97,9 @@ def downstream(
     rounds: str = typer.Option("0,1,2,4", "--rounds", help="Synthetic tiles added per real tile."),
     seeds: int = typer.Option(3, "--seeds", min=1),
     steps: int = typer.Option(400, "--steps", min=1, help="Training steps per run (equal for every run)."),
+    pairing: str = typer.Option("auto", "--pairing", help="paired: each run takes the synthetic tiles made from "
+                                "its own real subset's masks (mask_source train:<id>); pool: a random draw from "
+                                "the folder; auto: paired when every tile names its train source."),
     quick: bool = typer.Option(False, "--quick", help="Tiny grid for smoke tests: fractions 1.0, rounds 0,1, "
                                "1 seed, 20 steps, 32 px."),
     out: Optional[Path] = OUT,
@@ -111,8 +114,12 @@ def downstream(
         from histosynth.errors import InputError
 
         raise InputError(f"unknown task {task!r}; choose segmentation or classification")
+    if pairing not in ("auto", "paired", "pool"):
+        from histosynth.errors import InputError
+
+        raise InputError(f"unknown pairing {pairing!r}; choose auto, paired or pool")
     values = {"task": task, "fractions": _floats(fractions), "rounds": [int(v) for v in rounds.split(",")],
-              "seeds": seeds, "steps": steps}
+              "seeds": seeds, "steps": steps, "pairing": pairing}
     if quick:
         values.update(fractions=[1.0], rounds=[0, 1], seeds=1, steps=20, size=32, select_every=10)
     config = DownstreamConfig(**values)

@@ -5,6 +5,12 @@ by label) and each number of rounds k, train a small model on the f-subset plus 
 per real tile, select its weights on the real val split, and score it on the real test split; repeat
 over seeds. Every run trains the same number of steps, so extra tiles add data, not compute. Runs are
 appended to a JSONL file as they finish; a rerun skips finished (fraction, rounds, seed) triples.
+
+Which synthetic tiles join a run: when every synthetic tile names the train tile whose mask it was
+generated from (``mask_source`` = ``train:<id>``, as ``histosynth sample`` and the benchmarks write),
+a run with k rounds takes the first k tiles made from each tile *of its real subset* ("paired", the
+seed-002 protocol: the synthetic data carries no mask layout the subset lacks). Otherwise it draws
+k x (real tiles) at random from the whole folder ("pool").
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ class DownstreamConfig(BaseModel):
     size: int = Field(96, ge=16, multiple_of=8)
     select_every: int = Field(100, ge=1)
     tile_size: int = Field(224, ge=16)
+    pairing: Literal["auto", "paired", "pool"] = "auto"
 
 
 @dataclass
@@ -53,6 +60,26 @@ class DownstreamRun:
 
 def _tensors(manifest: TileManifest, size: int) -> TileTensors:
     return load_tile_tensors(manifest, size)
+
+
+def synthetic_by_source(synth: TileManifest, train_ids: set[str]) -> dict[str, list[int]] | None:
+    """Synthetic tile indices grouped by the train tile their mask came from, or None if any is unpaired."""
+    groups: dict[str, list[int]] = {}
+    for index, record in enumerate(synth.records):
+        source = record.extra.get("mask_source", "")
+        if not source.startswith("train:") or source[len("train:"):] not in train_ids:
+            return None
+        groups.setdefault(source[len("train:"):], []).append(index)
+    return groups
+
+
+def _pick_synthetic(subset_ids: list[str], rounds: int, n_pool: int, paired: dict[str, list[int]] | None,
+                    rng: np.random.Generator) -> torch.Tensor:
+    if paired is None:
+        n_synth = min(rounds * len(subset_ids), n_pool)
+        return torch.from_numpy(rng.choice(n_pool, n_synth, replace=False)).long()
+    picks = [i for tile_id in subset_ids for i in paired.get(tile_id, [])[:rounds]]
+    return torch.tensor(picks, dtype=torch.long)
 
 
 def _check_synthetic(synth: TileTensors, task: Task, folder: Path) -> None:
@@ -106,6 +133,10 @@ def run_downstream(
     _check_synthetic(synth, config.task, Path(synthetic))
     num_classes = manifest.classes.num_mask_classes if config.task == "segmentation" else len(manifest.classes.labels)
     index_of = {r.id: i for i, r in enumerate(train_m.records)}
+    paired = None if config.pairing == "pool" else synthetic_by_source(synth_m, set(index_of))
+    if config.pairing == "paired" and paired is None:
+        raise InputError("pairing 'paired' needs every synthetic tile's mask_source to be train:<id> of this "
+                         "manifest's train split", Path(synthetic))
 
     done = _read_runs(results_path)
     finished = {(r.fraction, r.rounds, r.seed) for r in done}
@@ -118,8 +149,8 @@ def run_downstream(
                     continue
                 started = time.perf_counter()
                 rng = np.random.default_rng([seed, rounds, int(fraction * 1000)])
-                n_synth = min(rounds * len(real_idx), len(synth))
-                synth_idx = torch.from_numpy(rng.choice(len(synth), n_synth, replace=False)).long()
+                synth_idx = _pick_synthetic([r.id for r in subset], rounds, len(synth), paired, rng)
+                n_synth = len(synth_idx)
                 images = torch.cat([train_all.images[real_idx], synth.images[synth_idx]])
                 if config.task == "segmentation":
                     keep = torch.cat([train_all.mask_known[real_idx], synth.mask_known[synth_idx]])
