@@ -39,6 +39,9 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_training.py
 	$(PY) benchmarks/bench_autoencoder.py
 	$(PY) benchmarks/bench_quality.py
+	$(PY) benchmarks/bench_encoders.py
+	$(PY) benchmarks/bench_downstream.py
+	$(PY) benchmarks/bench_large.py
 
 clean:
 	rm -rf $(VENV) demo_out bench_out .pytest_cache

@@ -66,10 +66,15 @@ def save_png(path: str | Path, array: np.ndarray) -> None:
 
 
 def remove_stale_temporaries(folder: str | Path) -> int:
-    """Delete ``.*.tmp`` files left by a killed writer; return how many were removed."""
+    """Delete ``.*.tmp`` files (and folders, from ``atomic_dir``) left by a killed writer; return how many."""
+    import shutil
+
     removed = 0
     for tmp in Path(folder).glob(".*.tmp"):
-        tmp.unlink(missing_ok=True)
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
         removed += 1
     return removed
 

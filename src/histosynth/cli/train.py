@@ -123,6 +123,44 @@ def denoiser(
     typer.echo(f"denoiser: {result.steps} steps ({result.items_per_second:.1f} latents/s) -> {result.folder}")
 
 
+@app.command("mask-model")
+def mask_model(
+    data: Path = DATA, out: Path = OUT, config: Optional[Path] = CONFIG, split: str = SPLIT,
+    steps: Optional[int] = STEPS, batch_size: Optional[int] = BATCH, classes: Optional[str] = CLASSES,
+    threads: Optional[int] = THREADS,
+    tile_size: int = typer.Option(224, "--tile-size", min=16, help="Masks are read at this size (the image model's)."),
+    factor: int = typer.Option(16, "--factor", min=1, help="Mask pixels per generated cell (the autoencoder's downsampling)."),
+) -> None:
+    """Train the class-conditioned mask generation model (diffusion over class maps at latent
+    resolution, for `histosynth large --generate-mask`); writes OUT/mask_model."""
+    import torch
+
+    from histosynth.cli.progress import progress_bar
+    from histosynth.models.denoiser import DenoiserConfig
+    from histosynth.training.config import load_yaml_section, parse_config
+    from histosynth.training.objectives import DenoiserLossConfig
+    from histosynth.training.recipes import train_mask_model
+
+    if threads:
+        torch.set_num_threads(threads)
+    if tile_size % factor:
+        from histosynth.errors import InputError
+
+        raise InputError(f"--tile-size {tile_size} is not a multiple of --factor {factor}")
+    train_config = _settings(config, steps, batch_size)
+    manifest, tiles = _load_tiles(data, split, classes, tile_size)
+    n_classes = manifest.classes.num_mask_classes
+    model_values = {"latent_channels": n_classes, "latent_size": tile_size // factor, "num_mask_classes": n_classes,
+                    "num_labels": len(manifest.classes.labels), "mask_conditioning": "none",
+                    **load_yaml_section(config, "model")}
+    model_config = parse_config(DenoiserConfig, model_values, config or "defaults")
+    loss_config = parse_config(DenoiserLossConfig, load_yaml_section(config, "objective"), config or "defaults")
+    with progress_bar("training mask model", train_config.steps) as handle:
+        result = train_mask_model(manifest, tiles, out, model_config, train_config, loss_config, factor,
+                                  on_step=_step_reporter(handle, train_config.steps))
+    typer.echo(f"mask model: {result.steps} steps ({result.items_per_second:.1f} masks/s) -> {result.folder}")
+
+
 @app.command()
 def encoder(
     data: Path = DATA, out: Path = OUT, config: Optional[Path] = CONFIG, split: str = SPLIT,

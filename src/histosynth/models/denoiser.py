@@ -6,6 +6,8 @@ Conditioning mechanisms (``DenoiserConfig.mask_conditioning``):
   noisy latent as extra input channels (cheap; spatially exact at latent resolution).
 - ``cross_attention``: the latent's features attend to mask tokens (class fractions of 4x4 latent
   patches plus a learned position embedding) in diffusers' cross-attention blocks.
+- ``none``: class only. The mask generation model is this denoiser with ``none``: its "latent" is
+  the mask itself, as per-class fractions at latent resolution (scaled to [-1, 1]).
 
 The class enters through the UNet's class embedding. The null condition (classifier-free
 guidance) is class id ``num_labels`` together with an all-zero mask: zero fractions everywhere
@@ -37,7 +39,7 @@ class DenoiserConfig(BaseModel):
     latent_size: int = 28
     num_labels: int = Field(ge=1)
     num_mask_classes: int = Field(ge=2)
-    mask_conditioning: Literal["concat", "cross_attention"] = "concat"
+    mask_conditioning: Literal["concat", "cross_attention", "none"] = "concat"
     block_out_channels: tuple[int, ...] = (64, 128, 128)
     #: One flag per resolution level: use self-attention there.
     attention_levels: tuple[bool, ...] = (False, False, True)
@@ -72,11 +74,12 @@ class ConditionalDenoiser(nn.Module):
         classes = config.num_labels + 1  # + null
         if len(config.attention_levels) != len(config.block_out_channels):
             raise ValueError("attention_levels needs one flag per block_out_channels entry")
-        if config.mask_conditioning == "concat":
+        if config.mask_conditioning in ("concat", "none"):
             down, up = _block_types(config, cross=False)
+            mask_channels = config.num_mask_classes if config.mask_conditioning == "concat" else 0
             self.unet = UNet2DModel(
                 sample_size=config.latent_size,
-                in_channels=config.latent_channels + config.num_mask_classes,
+                in_channels=config.latent_channels + mask_channels,
                 out_channels=config.latent_channels,
                 layers_per_block=config.layers_per_block,
                 block_out_channels=config.block_out_channels,
@@ -112,6 +115,8 @@ class ConditionalDenoiser(nn.Module):
     def forward(
         self, latent: torch.Tensor, timestep: torch.Tensor, labels: torch.Tensor, mask_fractions: torch.Tensor
     ) -> torch.Tensor:
+        if self.config.mask_conditioning == "none":
+            return self.unet(latent, timestep, class_labels=labels).sample
         if self.config.mask_conditioning == "concat":
             inputs = torch.cat((latent, mask_fractions.to(latent.dtype)), dim=1)
             return self.unet(inputs, timestep, class_labels=labels).sample

@@ -1,4 +1,5 @@
-"""A trained latent diffusion model folder: ``autoencoder/`` + ``denoiser/`` + ``classes.json``."""
+"""A trained latent diffusion model folder: ``autoencoder/`` + ``denoiser/`` + ``classes.json``,
+and optionally ``mask_model/`` (the class-conditioned mask generation model for large images)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from histosynth.models.autoencoder import AutoencoderConfig, load_autoencoder
 from histosynth.models.denoiser import ConditionalDenoiser, load_denoiser
 from histosynth.models.folder import read_folder_manifest
 
-AUTOENCODER_DIR, DENOISER_DIR = "autoencoder", "denoiser"
+AUTOENCODER_DIR, DENOISER_DIR, MASK_MODEL_DIR = "autoencoder", "denoiser", "mask_model"
 
 
 @dataclass
@@ -25,6 +26,9 @@ class LatentDiffusionModel:
     denoiser: ConditionalDenoiser
     classes: ClassList
     folder: Path
+    mask_model: ConditionalDenoiser | None = None
+    #: Mask pixels per cell of the mask model's output (its ``factor`` at training).
+    mask_factor: int = 8
 
     @classmethod
     def load(cls, folder: str | Path) -> LatentDiffusionModel:
@@ -48,7 +52,16 @@ class LatentDiffusionModel:
             raise ModelFolderError("denoiser latent shape does not match the autoencoder's", folder)
         if (den.num_labels, den.num_mask_classes) != (len(classes.labels), classes.num_mask_classes):
             raise ModelFolderError("denoiser classes do not match classes.json", folder)
-        return cls(autoencoder, ae_config, denoiser, classes, folder)
+        mask_model, mask_factor = None, 8
+        if (folder / MASK_MODEL_DIR).is_dir():
+            mask_model = load_denoiser(folder / MASK_MODEL_DIR)
+            facts = read_folder_manifest(folder / MASK_MODEL_DIR, "denoiser")
+            mask_factor = int(facts.get("factor", 8))
+            mc = mask_model.config
+            if mc.mask_conditioning != "none" or mc.latent_channels != classes.num_mask_classes \
+                    or mc.num_labels != len(classes.labels):
+                raise ModelFolderError("mask_model/ is not a mask model for these classes", folder)
+        return cls(autoencoder, ae_config, denoiser, classes, folder, mask_model, mask_factor)
 
     @property
     def identity(self) -> str:
@@ -61,4 +74,6 @@ class LatentDiffusionModel:
     def to(self, device: torch.device | str) -> LatentDiffusionModel:
         self.autoencoder.to(device)
         self.denoiser.to(device)
+        if self.mask_model is not None:
+            self.mask_model.to(device)
         return self

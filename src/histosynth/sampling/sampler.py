@@ -16,17 +16,18 @@ import numpy as np
 import torch
 
 from histosynth.errors import InputError
+from histosynth.models.denoiser import DenoiserConfig
 from histosynth.models.pipeline import LatentDiffusionModel
 from histosynth.training.tensors import mask_fractions
 
 SamplerName = Literal["ddim", "dpm"]
 
 
-def build_scheduler(model: LatentDiffusionModel, name: SamplerName):
-    """A diffusers scheduler matching the denoiser's training noise schedule."""
+def build_scheduler(model: LatentDiffusionModel | DenoiserConfig, name: SamplerName):
+    """A diffusers scheduler matching the denoiser's (or a denoiser config's) training noise schedule."""
     from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
-    config = model.denoiser.config
+    config = model if isinstance(model, DenoiserConfig) else model.denoiser.config
     common = {"num_train_timesteps": config.num_train_timesteps, "beta_schedule": config.beta_schedule,
               "prediction_type": config.prediction_type}
     if name == "ddim":
@@ -35,6 +36,30 @@ def build_scheduler(model: LatentDiffusionModel, name: SamplerName):
         return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2,
                                            timestep_spacing="trailing")
     raise InputError(f"unknown sampler {name!r}; choose ddim or dpm")
+
+
+class GuidedDenoiser:
+    """Classifier-free-guided model output, ``uncond + w * (cond - uncond)``, in one batched forward.
+
+    The null condition is the null class with all-zero condition maps (mask fractions, or nothing
+    for a model without spatial conditions).
+    """
+
+    def __init__(self, denoiser: torch.nn.Module, guidance: float) -> None:
+        self.denoiser, self.guidance = denoiser, guidance
+        self.null_label = denoiser.config.null_label
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, conditions: torch.Tensor) -> torch.Tensor:
+        w = self.guidance
+        if w == 1.0:
+            return self.denoiser(x, t.expand(len(x)), labels, conditions)
+        null_labels = torch.full_like(labels, self.null_label)
+        if w == 0.0:
+            return self.denoiser(x, t.expand(len(x)), null_labels, torch.zeros_like(conditions))
+        out = self.denoiser(torch.cat([x, x]), t.expand(2 * len(x)), torch.cat([labels, null_labels]),
+                            torch.cat([conditions, torch.zeros_like(conditions)]))
+        cond, uncond = out.chunk(2)
+        return uncond + w * (cond - uncond)
 
 
 @dataclass
@@ -72,27 +97,13 @@ class TileSampler:
     def denoise(self, latents: torch.Tensor, labels: torch.Tensor, fractions: torch.Tensor,
                 on_step: Callable[[], None] | None = None) -> torch.Tensor:
         """Run the reverse process from ``latents`` (already noise) with batched CFG."""
-        guidance, denoiser = self.settings.guidance, self.model.denoiser
         scheduler = build_scheduler(self.model, self.settings.sampler)
         scheduler.set_timesteps(self.settings.steps, device=self.device)
         latents = latents.to(self.device) * scheduler.init_noise_sigma
-        null_labels = torch.full_like(labels, denoiser.config.null_label)
-        if guidance == 1.0:
-            branch_labels, branch_masks = labels, fractions
-        elif guidance == 0.0:
-            branch_labels, branch_masks = null_labels, torch.zeros_like(fractions)
-        else:
-            branch_labels = torch.cat([labels, null_labels])
-            branch_masks = torch.cat([fractions, torch.zeros_like(fractions)])
-        branch_labels, branch_masks = branch_labels.to(self.device), branch_masks.to(self.device)
+        guided = GuidedDenoiser(self.model.denoiser, self.settings.guidance)
+        labels, fractions = labels.to(self.device), fractions.to(self.device)
         for t in scheduler.timesteps:
-            doubled = guidance not in (0.0, 1.0)
-            model_in = torch.cat([latents, latents]) if doubled else latents
-            model_in = scheduler.scale_model_input(model_in, t)
-            out = denoiser(model_in, t.expand(len(model_in)), branch_labels, branch_masks)
-            if doubled:
-                cond, uncond = out.chunk(2)
-                out = uncond + guidance * (cond - uncond)
+            out = guided(scheduler.scale_model_input(latents, t), t, labels, fractions)
             latents = scheduler.step(out, t, latents).prev_sample
             if on_step is not None:
                 on_step()

@@ -24,7 +24,7 @@ from histosynth.training.objectives import (
     DenoiserObjective,
 )
 from histosynth.training.run import start_or_resume
-from histosynth.training.tensors import TileTensors, mask_fractions
+from histosynth.training.tensors import TileTensors, dihedral, mask_fractions
 
 Progress = Callable[[int, dict[str, float]], None]
 AUTOENCODER_DIR, DENOISER_DIR, RUNS_DIR = "autoencoder", "denoiser", "runs"
@@ -134,6 +134,66 @@ def train_denoiser(
     with atomic_dir(folder) as tmp:
         save_denoiser(result.ema.eval().cpu(), tmp, labels=manifest.classes.labels, **facts)
     manifest.classes.save(model_dir / "classes.json")
+    return RecipeResult(folder, result.steps_done, result.resumed_from, result.seconds, result.items_per_second)
+
+
+MASK_MODEL_DIR = "mask_model"
+
+
+def mask_field(fractions: torch.Tensor) -> torch.Tensor:
+    """Mask fractions in [0, 1] -> the mask model's "latent" in [-1, 1] (and back with ``(x + 1) / 2``)."""
+    return fractions * 2 - 1
+
+
+def train_mask_model(
+    manifest: TileManifest,
+    tiles: TileTensors,
+    model_dir: str | Path,
+    model_config: DenoiserConfig,
+    train_config: TrainConfig,
+    loss_config: DenoiserLossConfig,
+    factor: int = 8,
+    on_step: Progress | None = None,
+) -> RecipeResult:
+    """Train the class-conditioned mask generation model; writes ``model_dir/mask_model``.
+
+    The same denoiser, objective and loop as the image model, with ``mask_conditioning='none'``: its
+    data are the known masks as per-class fractions of ``factor`` px cells (the image denoiser's
+    condition grid), under the 8 dihedral symmetries, with no posterior noise.
+    """
+    from diffusers import DDPMScheduler
+
+    if model_config.mask_conditioning != "none" or model_config.latent_channels != manifest.classes.num_mask_classes:
+        raise ValueError("a mask model needs mask_conditioning='none' and one channel per mask class")
+    known = tiles.mask_known
+    if not bool(known.any()):
+        from histosynth.errors import InputError
+
+        raise InputError("no tile has a mask to train the mask model on", manifest.source)
+    model_dir = Path(model_dir)
+    run_dir = model_dir / RUNS_DIR / MASK_MODEL_DIR
+    settings = _run_settings(train_config, model_config, loss_config, tiles, factor=factor, masks=int(known.sum()))
+    start_or_resume(run_dir, settings)
+    fractions = mask_fractions(tiles.masks[known], torch.ones(int(known.sum()), dtype=torch.bool),
+                               model_config.latent_channels, factor)
+    mean = torch.stack([mask_field(dihedral(fractions, k)) for k in range(8)], 1).half()
+    objective = DenoiserObjective(
+        latent_mean=mean, latent_logvar=torch.full_like(mean, -30.0), fractions=fractions[:, :0],
+        labels=tiles.labels[known], shift=torch.zeros(model_config.latent_channels), scale=1.0,
+        null_label=model_config.null_label,
+        noise_scheduler=DDPMScheduler(num_train_timesteps=model_config.num_train_timesteps,
+                                      beta_schedule=model_config.beta_schedule,
+                                      prediction_type=model_config.prediction_type),
+        settings=loss_config,
+    )
+    torch.manual_seed(train_config.seed)
+    model = ConditionalDenoiser(model_config)
+    result = train(model, objective, train_config, run_dir, on_step)
+    folder = model_dir / MASK_MODEL_DIR
+    facts = _provenance(manifest, int(known.sum()), train_config, result.seconds, result.items_per_second)
+    with atomic_dir(folder) as tmp:
+        save_denoiser(result.ema.eval().cpu(), tmp, labels=manifest.classes.labels, role="mask", factor=factor,
+                      **facts)
     return RecipeResult(folder, result.steps_done, result.resumed_from, result.seconds, result.items_per_second)
 
 

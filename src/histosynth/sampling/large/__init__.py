@@ -1,0 +1,1 @@
+"""Large images: random-patch sampling over big latents, seamless decoding, slide output."""

@@ -1,0 +1,80 @@
+"""Masks for large images: read a user's mask, or generate one with the mask model, then clean it.
+
+Masks here hold class ids ``0..K-1`` and ``K`` = unknown (no condition: the image model sees zero
+fractions there, exactly its training input for an unknown mask).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from histosynth.data.classes import ClassList
+from histosynth.errors import InputError
+from histosynth.sampling.large.samplers import LargeLatentSampler, LargeSamplingSettings
+
+
+def read_large_mask(path: str | Path, classes: ClassList, width: int, height: int) -> np.ndarray:
+    """A mask file (PNG/TIFF, raw values as in the training masks) as class ids; must be ``width`` x ``height``."""
+    from histosynth.data.images import read_mask
+
+    mask = read_mask(path, classes)
+    if mask.shape != (height, width):
+        raise InputError(f"mask is {mask.shape[1]}x{mask.shape[0]}, the image is {width}x{height}", path)
+    return mask.astype(np.uint8)
+
+
+def clean_mask_cells(probabilities: np.ndarray, unknown: int, min_confidence: float = 0.5,
+                     min_region_cells: int = 4) -> np.ndarray:
+    """Class map from generated per-class fractions (K x h x w), cleaned as in DiffInfinite.
+
+    The seed's masks carry boundary artefacts (intermediate values where two classes meet); here
+    the analogue is a cell whose winning fraction is below ``min_confidence``: it becomes unknown.
+    Connected regions smaller than ``min_region_cells`` become unknown too (the seed's min-pooling).
+    """
+    from skimage.measure import label as connected
+
+    classes = probabilities.argmax(0).astype(np.uint8)
+    classes[probabilities.max(0) < min_confidence] = unknown
+    for class_id in range(probabilities.shape[0]):
+        regions = connected(classes == class_id, connectivity=1)
+        sizes = np.bincount(regions.ravel())
+        small = sizes < min_region_cells
+        small[0] = False
+        classes[small[regions]] = unknown
+    return classes
+
+
+def generate_mask_cells(mask_model: torch.nn.Module, label: int, cells_h: int, cells_w: int, settings: LargeSamplingSettings,
+                        seed: int, device: str | torch.device = "cpu",
+                        on_windows: Callable[[int], None] | None = None) -> np.ndarray:
+    """Per-class fractions (K x cells_h x cells_w) from the mask model, by the same large-latent sampler."""
+    sampler = LargeLatentSampler(mask_model, settings, device)
+    state = sampler.initial_state(cells_h, cells_w, seed)
+    empty = np.zeros((0, cells_h, cells_w), dtype=np.float32)
+    state = sampler.run(state, label, empty, seed, on_windows=on_windows)
+    return np.clip((state.latent + 1) / 2, 0, 1)
+
+
+def upsample_nearest(cells: np.ndarray, factor: int, height: int, width: int) -> np.ndarray:
+    """Each cell becomes a ``factor`` x ``factor`` block; cropped to ``height`` x ``width``."""
+    return np.repeat(np.repeat(cells, factor, axis=0), factor, axis=1)[:height, :width]
+
+
+def condition_fractions(mask: np.ndarray, num_classes: int, factor: int, rows_per_block: int = 512) -> np.ndarray:
+    """Per-class area fractions of ``factor`` px cells (K x H/f x W/f, float32); unknown pixels count for no class.
+
+    Works block by block so a memory-mapped mask is never loaded whole.
+    """
+    height, width = mask.shape
+    out = np.zeros((num_classes, height // factor, width // factor), dtype=np.float32)
+    step = max(factor, rows_per_block - rows_per_block % factor)
+    for y in range(0, height, step):
+        block = np.asarray(mask[y:y + step])
+        cells = block.reshape(block.shape[0] // factor, factor, width // factor, factor)
+        for class_id in range(num_classes):
+            out[class_id, y // factor:(y + step) // factor] = (cells == class_id).mean(axis=(1, 3))
+    return out
