@@ -69,14 +69,20 @@ def child(args: argparse.Namespace) -> dict:
     peak = peak_rss_mib()
     image = tifffile.imread(out, series=0, level=0)
     megapixels = size * size / 1e6
+    np.savez(out.with_suffix(".edges.npz"), rows=result.edges.rows, cols=result.edges.cols)
+    lattice = int(np.lcm(model.autoencoder_config.downsample, model.mask_factor))
     return {"size": size, "method": method, "steps": steps, "evaluations": result.evaluations,
             "evaluations_per_mp": result.evaluations / megapixels, "mask_evaluations": result.mask_evaluations,
             "seconds": result.seconds, "wall_s": round(wall, 1), "s_per_mp": wall / megapixels,
             "latent_s_per_mp": result.seconds["latent"] / megapixels, "peak_rss_mib": round(peak),
-            "seam": seam_score_from_counts(image, result.edges.rows, result.edges.cols)}
+            "seam_all_boundaries": seam_score_from_counts(image, result.edges.rows, result.edges.cols),
+            "seam": seam_score_from_counts(image, result.edges.rows, result.edges.cols, lattice), "lattice": lattice}
 
 
 def run_child(args: argparse.Namespace, size: int, method: str, steps: int) -> dict:
+    done_file = Path(args.out) / f"{method}_{size}_{steps}.json"
+    if done_file.exists():  # finished in an earlier invocation
+        return json.loads(done_file.read_text())
     command = [sys.executable, __file__, "--model", args.model, "--label", args.label, "--out", args.out,
                "--device", args.device, "--child", str(size), method, str(steps)]
     done = subprocess.run(command, capture_output=True, text=True)
@@ -84,6 +90,7 @@ def run_child(args: argparse.Namespace, size: int, method: str, steps: int) -> d
         raise RuntimeError(f"{size} {method}: {done.stderr.strip().splitlines()[-1:]}")
     row = json.loads(done.stdout.strip().splitlines()[-1])
     print(json.dumps(row), flush=True)
+    done_file.write_text(json.dumps(row))
     return row
 
 
@@ -117,14 +124,15 @@ def decoders(args: argparse.Namespace) -> list[dict]:
         "whole": lambda: tiles.decode(torch.from_numpy(state.latent)[None])[0],
     }
     naive_rows, naive_cols = decoder_edges("naive", size, size, 32)
+    lattice = int(np.lcm(factor, model.mask_factor))
     rows = []
     for name, decode in runs.items():
         start = time.perf_counter()
         image = decode()
         seconds = time.perf_counter() - start
-        own = seam_score(image, *decoder_edges(name, size, size, 32)) if name != "whole" else float("nan")
+        own = seam_score(image, *decoder_edges(name, size, size, 32), lattice=lattice) if name != "whole" else None
         row = {"decoder": name, "size": size, "seconds": round(seconds, 1), "seam_own_edges": own,
-               "seam_naive_grid": seam_score(image, naive_rows, naive_cols)}
+               "seam_naive_grid": seam_score(image, naive_rows, naive_cols, lattice=lattice), "lattice": lattice}
         print(json.dumps(row), flush=True)
         rows.append(row)
     return rows

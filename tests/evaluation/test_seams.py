@@ -75,3 +75,12 @@ def test_banded_energy_matches_direct_computation() -> None:
     np.testing.assert_allclose(rows[1:-1], (np.diff(image, axis=0) ** 2).sum(axis=1), rtol=1e-5)
     np.testing.assert_allclose(cols[1:-1], (np.diff(image, axis=1) ** 2).sum(axis=0), rtol=1e-5)
     assert rows[0] == rows[-1] == cols[0] == cols[-1] == 0
+
+
+def test_a_lattice_compares_edges_with_other_lattice_lines_only() -> None:
+    # every 8th column is a strong line (like a latent grid); edges at two of them are no seams
+    image = np.full((32, 64), 100.0)
+    image[:, ::8] += 20 * (np.arange(32)[:, None] % 2)
+    edges = [16, 48]
+    assert seam_score(image, [], edges) > 4  # against all boundaries the grid looks like a seam
+    assert seam_score(image, [], edges, lattice=8) == pytest.approx(1.0)

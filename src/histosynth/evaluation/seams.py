@@ -50,10 +50,14 @@ def boundary_energy(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return rows, cols
 
 
-def seam_score_from_counts(image: np.ndarray, row_counts: np.ndarray, col_counts: np.ndarray) -> float:
+def seam_score_from_counts(image: np.ndarray, row_counts: np.ndarray, col_counts: np.ndarray,
+                           lattice: int = 1) -> float:
     """Seam score with edges given as per-boundary weights (length H+1 and W+1; 0 = interior).
 
-    Entries 0 and H (W) are image borders and are ignored. Raises ``ValueError`` when there is no
+    Entries 0 and H (W) are image borders and are ignored. With ``lattice`` > 1 only boundaries at
+    multiples of it count, as edges and as interiors: generated images have structure on the latent
+    grid (8 px) and on the mask cells, so window edges (which fall on that grid) are compared with
+    other grid lines, not with every pixel boundary. Raises ``ValueError`` when there is no
     weighted edge, or an axis with edges has no interior boundary. Flat interiors give 1.0 if the
     edges are flat too and ``inf`` otherwise, never NaN.
     """
@@ -65,16 +69,19 @@ def seam_score_from_counts(image: np.ndarray, row_counts: np.ndarray, col_counts
     if (row_counts < 0).any() or (col_counts < 0).any() or not (np.isfinite(row_counts).all()
                                                                  and np.isfinite(col_counts).all()):
         raise ValueError("edge counts must be finite and non-negative")
+    if lattice < 1:
+        raise ValueError(f"lattice must be >= 1, got {lattice}")
     if not ((row_counts[1:-1] > 0).any() or (col_counts[1:-1] > 0).any()):
         raise ValueError("no edge boundaries inside the image")
     row_energy, col_energy = boundary_energy(image)
     observed = expected = 0.0
     for counts, energy, pairs in ((row_counts, row_energy, width), (col_counts, col_energy, height)):
         counts, energy = counts[1:-1], energy[1:-1]
-        edges = counts > 0
+        on_lattice = np.arange(1, len(counts) + 1) % lattice == 0
+        edges = (counts > 0) & on_lattice
         if not edges.any():
             continue
-        interior = ~edges
+        interior = on_lattice & ~edges
         if not interior.any():
             raise ValueError("an axis with edges has no interior boundaries to compare with")
         mean_interior = energy[interior].sum() / (interior.sum() * pairs)
@@ -87,7 +94,7 @@ def seam_score_from_counts(image: np.ndarray, row_counts: np.ndarray, col_counts
 
 def seam_score(image: np.ndarray, row_edges: Sequence[int] | np.ndarray, col_edges: Sequence[int] | np.ndarray,
                edge_weights_rows: Sequence[float] | np.ndarray | None = None,
-               edge_weights_cols: Sequence[float] | np.ndarray | None = None) -> float:
+               edge_weights_cols: Sequence[float] | np.ndarray | None = None, lattice: int = 1) -> float:
     """Seam score for edges at the given boundary positions (repeats add up; positions outside 1..n-1 are ignored).
 
     ``edge_weights_*`` (same length as the positions) weight each edge, e.g. by how many tile
@@ -106,4 +113,4 @@ def seam_score(image: np.ndarray, row_edges: Sequence[int] | np.ndarray, col_edg
         return out
 
     return seam_score_from_counts(image, counts(row_edges, edge_weights_rows, height),
-                                  counts(col_edges, edge_weights_cols, width))
+                                  counts(col_edges, edge_weights_cols, width), lattice)
