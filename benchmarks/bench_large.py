@@ -6,7 +6,8 @@
    DDIM steps for all) in its own process, so peak RSS is that run's: window evaluations per
    megapixel, wall time per megapixel (whole command and latent stage), peak memory, and the seam
    score of the decoded image on the boundaries where that sampler's windows had edges (weighted by
-   how often; 1.0 = edges look like any other line).
+   how often), against the other lines of the 16 px latent/mask-cell lattice (1.0 = no seams).
+   Then window evaluations per megapixel at ``--plan-sizes`` from the window plans alone (exact).
 2. Decoders: one random-patch latent at ``--decoder-size`` decoded by the Hann four-grid decoder,
    naive tiles, diffusers' tiled decode and whole (the autoencoder is fully convolutional, so a
    whole decode is the no-tiling reference); seam score on each decoder's own tile edges and on the
@@ -43,10 +44,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--label", default="Adenocarcinoma")
     parser.add_argument("--decoder-size", type=int, default=1024)
     parser.add_argument("--memory-sizes", default="1024,4096")
+    parser.add_argument("--plan-sizes", default="1024,2048,4096")
     parser.add_argument("--out", default="bench_out/large")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--child", nargs=3, metavar=("SIZE", "METHOD", "STEPS"), help=argparse.SUPPRESS)
-    parser.add_argument("--skip", default="", help="comma list of parts to skip: samplers,decoders,masks,memory")
+    parser.add_argument("--skip", default="", help="comma list of parts to skip: samplers,plans,decoders,masks,memory")
     return parser.parse_args(argv)
 
 
@@ -176,6 +178,28 @@ def masks(args: argparse.Namespace, per_class: int = 32) -> list[dict]:
     return rows
 
 
+def plans(args: argparse.Namespace) -> list[dict]:
+    """Window evaluations per megapixel from the samplers' window plans alone (exact, no denoising):
+    the plans are the same functions of (size, seed, level) that the runs use."""
+    from histosynth.models.pipeline import LatentDiffusionModel
+    from histosynth.sampling.large.windows import grid_windows, random_patch_level
+
+    model = LatentDiffusionModel.load(args.model)
+    factor, window = model.autoencoder_config.downsample, model.denoiser.config.latent_size
+    rows = []
+    for size in (int(v) for v in args.plan_sizes.split(",")):
+        side = size // factor
+        grid = len(grid_windows(side, side, window, window // 2))
+        counts = {"random-patch": sum(len(random_patch_level(side, side, window, np.random.default_rng([0, 2, level])).windows)
+                                      for level in range(args.steps)),
+                  "sliding-window": grid * args.steps, "multidiffusion": grid * args.steps}
+        row = {"size": size, "steps": args.steps, "minimum_windows_per_level": -(-side // window) ** 2,
+               **{f"{method}_per_mp": n / (size * size / 1e6) for method, n in counts.items()}}
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.child:
@@ -188,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     if "samplers" not in skip:
         result["samplers"] = [run_child(args, int(size), method, args.steps)
                               for size in args.sizes.split(",") for method in args.methods.split(",")]
+    if "plans" not in skip:
+        result["plans"] = plans(args)
     if "decoders" not in skip:
         result["decoders"] = decoders(args)
     if "masks" not in skip:

@@ -64,3 +64,19 @@ def test_upsampled_masks_give_exact_condition_fractions() -> None:
     np.testing.assert_array_equal(fractions[0], np.kron(np.array([[1, 0], [0, 0]]), np.ones((2, 2))))
     np.testing.assert_array_equal(fractions[1], np.kron(np.array([[0, 1], [0, 1]]), np.ones((2, 2))))
     assert torch.tensor(fractions).sum(0)[2:, :2].eq(0).all()  # unknown cells condition on nothing
+
+
+def test_smooth_upsampling_follows_outlines_between_cells_and_keeps_unknown() -> None:
+    from histosynth.sampling.large.masks import upsample_smooth
+
+    gland = (np.add.outer(np.arange(6), np.arange(6)) >= 6).astype(np.float32)  # a diagonal outline
+    probabilities = np.stack([1 - gland, gland])
+    cleaned = gland.astype(np.uint8)
+    cleaned[0, 0] = 2
+    smooth = upsample_smooth(probabilities, cleaned, 8, 48, 48, rows_per_block=7)
+    blocky = upsample_nearest(cleaned, 8, 48, 48)
+    first_gland = [int(np.argmax(row == 1)) for row in smooth[8:40]]
+    assert {x % 8 for x in first_gland} != {0}  # the outline leaves the cell grid
+    assert {int(np.argmax(row == 1)) % 8 for row in blocky[8:40]} == {0}  # nearest: a staircase
+    assert (smooth[:8, :8] == 2).all() and (smooth == 2).sum() == 64
+    assert abs(float((smooth == 1).mean()) - float(gland.mean())) < 0.05

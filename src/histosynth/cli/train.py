@@ -129,10 +129,11 @@ def mask_model(
     steps: Optional[int] = STEPS, batch_size: Optional[int] = BATCH, classes: Optional[str] = CLASSES,
     threads: Optional[int] = THREADS,
     tile_size: int = typer.Option(224, "--tile-size", min=16, help="Masks are read at this size (the image model's)."),
-    factor: int = typer.Option(16, "--factor", min=1, help="Mask pixels per generated cell (the autoencoder's downsampling)."),
+    factor: int = typer.Option(16, "--factor", min=1, help="Mask pixels per generated cell (a multiple of the "
+                               "autoencoder's 8 px keeps cells on the latent grid)."),
 ) -> None:
-    """Train the class-conditioned mask generation model (diffusion over class maps at latent
-    resolution, for `histosynth large --generate-mask`); writes OUT/mask_model."""
+    """Train the class-conditioned mask generation model (diffusion over per-class fractions of
+    FACTOR px cells, for `histosynth large`); writes OUT/mask_model."""
     import torch
 
     from histosynth.cli.progress import progress_bar

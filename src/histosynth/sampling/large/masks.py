@@ -1,4 +1,4 @@
-"""Masks for large images: read a user's mask, or generate one with the mask model, then clean it.
+"""Masks for large images: read a user's mask, or generate one with the mask model, clean it, upsample it.
 
 Masks here hold class ids ``0..K-1`` and ``K`` = unknown (no condition: the image model sees zero
 fractions there, exactly its training input for an unknown mask).
@@ -62,6 +62,37 @@ def generate_mask_cells(mask_model: torch.nn.Module, label: int, cells_h: int, c
 def upsample_nearest(cells: np.ndarray, factor: int, height: int, width: int) -> np.ndarray:
     """Each cell becomes a ``factor`` x ``factor`` block; cropped to ``height`` x ``width``."""
     return np.repeat(np.repeat(cells, factor, axis=0), factor, axis=1)[:height, :width]
+
+
+def _bilinear_taps(n_out: int, n_in: int, factor: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    source = np.clip((np.arange(n_out) + 0.5) / factor - 0.5, 0, n_in - 1)
+    low = np.floor(source).astype(np.int64)
+    high = np.minimum(low + 1, n_in - 1)
+    return low, high, (source - low).astype(np.float32)
+
+
+def upsample_smooth(probabilities: np.ndarray, cleaned: np.ndarray, factor: int, height: int, width: int,
+                    rows_per_block: int = 512) -> np.ndarray:
+    """Class map at pixel resolution with smooth boundaries: bilinear fractions, then the winning class.
+
+    The seed upsamples its cleaned low-resolution mask with nearest neighbours, which leaves
+    ``factor``-px staircases on every gland outline; here the class fractions are interpolated
+    instead, so outlines run between cells. Cells the cleaning marked unknown stay unknown. Works
+    in row blocks (memory ~ K x block x width).
+    """
+    unknown = probabilities.shape[0]
+    y_low, y_high, y_weight = _bilinear_taps(height, probabilities.shape[1], factor)
+    x_low, x_high, x_weight = _bilinear_taps(width, probabilities.shape[2], factor)
+    out = np.empty((height, width), dtype=np.uint8)
+    for y0 in range(0, height, rows_per_block):
+        rows = slice(y0, min(y0 + rows_per_block, height))
+        wy, wx = y_weight[rows][None, :, None], x_weight[None, None, :]
+        band = (1 - wy) * probabilities[:, y_low[rows]] + wy * probabilities[:, y_high[rows]]
+        band = (1 - wx) * band[:, :, x_low] + wx * band[:, :, x_high]
+        classes = band.argmax(0).astype(np.uint8)
+        classes[upsample_nearest(cleaned, factor, height, width)[rows] == unknown] = unknown
+        out[rows] = classes
+    return out
 
 
 def condition_fractions(mask: np.ndarray, num_classes: int, factor: int, rows_per_block: int = 512) -> np.ndarray:

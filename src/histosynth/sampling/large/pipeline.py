@@ -30,7 +30,7 @@ from histosynth.sampling.large.masks import (
     condition_fractions,
     generate_mask_cells,
     read_large_mask,
-    upsample_nearest,
+    upsample_smooth,
 )
 from histosynth.sampling.large.samplers import LargeLatentSampler, LargeSamplingSettings, LargeState, Method
 from histosynth.sampling.large.windows import EdgeCounts
@@ -151,7 +151,7 @@ def _mask_stage(model: LatentDiffusionModel, request: LargeImageRequest, work: P
         fractions = generate_mask_cells(model.mask_model, request.label, cells_h, cells_w, settings, request.seed, device,
                                         on_windows=count)
         evaluations = done[0]
-        mask = upsample_nearest(clean_mask_cells(fractions, unknown), factor, request.height, request.width)
+        mask = upsample_smooth(fractions, clean_mask_cells(fractions, unknown), factor, request.height, request.width)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
             np.save(handle, mask.astype(np.uint8))
