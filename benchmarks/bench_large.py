@@ -193,7 +193,7 @@ def plans(args: argparse.Namespace) -> list[dict]:
         counts = {"random-patch": sum(len(random_patch_level(side, side, window, np.random.default_rng([0, 2, level])).windows)
                                       for level in range(args.steps)),
                   "sliding-window": grid * args.steps, "multidiffusion": grid * args.steps}
-        row = {"size": size, "steps": args.steps, "minimum_windows_per_level": -(-side // window) ** 2,
+        row = {"size": size, "steps": args.steps, "minimum_windows_per_level": (-(-side // window)) ** 2,
                **{f"{method}_per_mp": n / (size * size / 1e6) for method, n in counts.items()}}
         print(json.dumps(row), flush=True)
         rows.append(row)

@@ -1,0 +1,1 @@
+"""Zero-shot appearance transfer: class-masked AdaIN, inversion to noise, cross-image attention."""
