@@ -12,6 +12,7 @@ from histosynth.cli import train as train_commands
 from histosynth.cli.demo import demo
 from histosynth.cli.export import export
 from histosynth.cli.large import large
+from histosynth.cli.transfer import transfer
 from histosynth.cli.report import report
 from histosynth.cli.sample import sample
 from histosynth.errors import HistosynthError
@@ -31,6 +32,7 @@ app.add_typer(train_commands.app, name="train")
 app.add_typer(evaluate_commands.app, name="evaluate")
 app.command(name="sample")(sample)
 app.command(name="large")(large)
+app.command(name="transfer")(transfer)
 app.command(name="demo")(demo)
 app.command(name="export")(export)
 app.command(name="report")(report)

@@ -42,7 +42,10 @@ class EditFriendlyNoise:
     """Start latent and per-step noise maps from :func:`edit_friendly_invert`."""
 
     start: torch.Tensor
-    noise_maps: list[torch.Tensor]  # one per sampling step; the last step adds none (zeros)
+    noise_maps: list[torch.Tensor]  # one per sampling step
+    #: added after the last step, whose DDIM variance is zero (it lands on the clean latent), so that
+    #: the replay ends exactly on the inverted latent
+    final_residual: torch.Tensor | None = None
 
 
 @torch.inference_mode()
@@ -59,14 +62,18 @@ def edit_friendly_invert(model: ModelFn, latent: torch.Tensor, config, steps: in
         noise = torch.randn(latent.shape, generator=generator, dtype=latent.dtype)
         noisy.append(a.sqrt() * latent + (1 - a).sqrt() * noise)
     noisy.append(latent)  # the target after the last step
-    maps = []
+    maps, residual = [], torch.zeros_like(latent)
     for index, t in enumerate(timesteps):
         x_t, x_prev = noisy[index], noisy[index + 1]
         zeros = torch.zeros_like(x_t)
         mean = scheduler.step(model(x_t, t), t, x_t, eta=1.0, variance_noise=zeros).prev_sample
         sigma = _ddim_sigma(scheduler, t)
-        maps.append((x_prev - mean) / sigma if sigma > 0 else zeros)
-    return EditFriendlyNoise(noisy[0], maps)
+        if sigma > 0:
+            maps.append((x_prev - mean) / sigma)
+        else:
+            maps.append(zeros)
+            residual = residual + (x_prev - mean)
+    return EditFriendlyNoise(noisy[0], maps, residual)
 
 
 def _ddim_sigma(scheduler, t: torch.Tensor) -> float:
@@ -84,8 +91,11 @@ def sample_with_noise_maps(model: ModelFn, noise: EditFriendlyNoise, config, ste
     scheduler = build_scheduler(config, "ddim")
     scheduler.set_timesteps(steps)
     x = noise.start.clone()
+    last = len(scheduler.timesteps) - 1
     for index, t in enumerate(scheduler.timesteps):
         x = scheduler.step(model(x, t), t, x, eta=1.0, variance_noise=noise.noise_maps[index]).prev_sample
+        if index == last and noise.final_residual is not None:
+            x = x + noise.final_residual
         if on_step is not None:
             x = on_step(index, x)
     return x

@@ -1,0 +1,92 @@
+"""Transfer one appearance onto a folder of target masks, into the synthetic dataset contract.
+
+Each target mask is used for ``rounds`` tiles: round k applies the k-th of the 8 square symmetries to
+the mask (flips and rotations, as the seed recommends for diversity) and uses its own seed. With
+``select``, only the target masks whose class fractions are closest to the appearance mask's are used
+(the seed found transfer works best between similar class distributions). Resumes by tile id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from histosynth.data.images import read_mask
+from histosynth.errors import InputError
+from histosynth.sampling.transfer.pipeline import AppearanceTransfer
+from histosynth.sampling.writer import SyntheticDatasetWriter, SyntheticRow
+
+
+@dataclass
+class TransferResult:
+    folder: Path
+    written: int
+    skipped_existing: int
+    targets: list[str]
+
+
+def dihedral_mask(mask: np.ndarray, k: int) -> np.ndarray:
+    """The k-th (0..7) square symmetry: k % 4 quarter turns, then a horizontal flip if k >= 4."""
+    out = np.rot90(mask, k % 4)
+    return np.ascontiguousarray(out[:, ::-1] if k % 8 >= 4 else out)
+
+
+def class_fractions(mask: np.ndarray, num_classes: int) -> np.ndarray:
+    return np.bincount(mask.ravel(), minlength=num_classes)[:num_classes] / mask.size
+
+
+def select_targets(appearance_mask: np.ndarray, targets: dict[str, np.ndarray], num_classes: int,
+                   count: int | None) -> list[str]:
+    """Target names ordered by L1 distance of class fractions to the appearance mask; the closest ``count``."""
+    reference = class_fractions(appearance_mask, num_classes)
+    ordered = sorted(targets, key=lambda name: (float(np.abs(class_fractions(targets[name], num_classes) - reference).sum()),
+                                                name))
+    return ordered if count is None else ordered[:count]
+
+
+def transfer_dataset(transfer: AppearanceTransfer, appearance: np.ndarray, appearance_mask: np.ndarray,
+                     target_folder: str | Path, out: str | Path, rounds: int = 1, select: int | None = None,
+                     label: int | None = None, seed: int = 0,
+                     on_tile: Callable[[int], None] | None = None) -> TransferResult:
+    """Write ``rounds`` transferred tiles per (selected) target mask to ``out`` (images/, masks/, manifest.csv)."""
+    classes = transfer.model.classes
+    paths = sorted(p for p in Path(target_folder).iterdir() if p.suffix.lower() in (".png", ".tif", ".tiff"))
+    if not paths:
+        raise InputError("no mask images (.png/.tif) in the target folder", target_folder)
+    targets = {p.stem: read_mask(p, classes) for p in paths}
+    size = transfer.model.autoencoder_config.tile_size
+    for path in paths:  # every problem before any work
+        if targets[path.stem].shape != (size, size):
+            shape = targets[path.stem].shape
+            raise InputError(f"target mask is {shape[1]}x{shape[0]}, the model works on {size}x{size}", path)
+    names = select_targets(appearance_mask, targets, classes.num_mask_classes, select)
+    for name in names:
+        transfer.check(appearance, appearance_mask, targets[name], str(Path(target_folder) / name))
+    writer = SyntheticDatasetWriter(out)
+    settings = transfer.settings
+    label_name = classes.labels[label] if label is not None else ""
+    order, written, skipped = [], 0, 0
+    for index, name in enumerate(names):
+        for k in range(rounds):
+            tile_id, tile_seed = f"{name}_r{k}", seed + index * rounds + k
+            order.append(tile_id)
+            if tile_id in writer.done_ids():
+                skipped += 1
+                continue
+            mask = dihedral_mask(targets[name], k)
+            image = transfer.transfer(appearance, appearance_mask, mask, label, tile_seed, str(Path(target_folder) / name))
+            row = SyntheticRow(id=tile_id, image=f"images/{tile_id}.png", mask=f"masks/{tile_id}.png", label=label_name,
+                               split="synthetic", seed=tile_seed, model=transfer.model.identity,
+                               sampler=f"transfer-{settings.adain}", steps=settings.steps,
+                               guidance=settings.swap_guidance, mask_source=f"target:{name}@d{k % 8}")
+            writer.add(row, image, mask)
+            writer.flush(order)
+            written += 1
+            if on_tile is not None:
+                on_tile(1)
+    writer.flush(order)
+    classes.save(Path(out) / "classes.json")
+    return TransferResult(Path(out), written, skipped, names)

@@ -1,0 +1,86 @@
+"""Appearance transfer end to end on a tiny model: disabled transfer replays the structure's
+inversion, enabled transfer runs and changes the output, inputs are checked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from histosynth.errors import InputError
+from histosynth.models.pipeline import LatentDiffusionModel
+from histosynth.sampling.sampler import SamplingSettings, TileSampler
+from histosynth.sampling.transfer.pipeline import AppearanceTransfer, TransferSettings, render_mask
+
+from tiny_models import TILE, make_tiles
+
+
+def _inputs():
+    tiles = make_tiles(4)
+    appearance = tiles.images[0].permute(1, 2, 0).numpy()
+    return appearance, tiles.masks[0].numpy(), tiles.masks[3].numpy()
+
+
+def test_render_mask_uses_the_seed_values_and_tiny_noise() -> None:
+    mask = np.zeros((16, 16), np.int64)
+    mask[8:] = 1
+    image = render_mask(mask, 2, (0.1, 0.5), 0.01, np.random.default_rng(0))
+    assert abs(image[:8].mean() / 255 - 0.1) < 0.01 and abs(image[8:].mean() / 255 - 0.5) < 0.01
+
+
+def test_without_transfer_the_output_replays_the_structure(tiny_model_dir: Path) -> None:
+    model = LatentDiffusionModel.load(tiny_model_dir)
+    appearance, appearance_mask, target = _inputs()
+    off = AppearanceTransfer(model, TransferSettings(steps=4, transfer=False))
+    image = off.transfer(appearance, appearance_mask, target, seed=1)
+    rendered = render_mask(target, 2, (0.1, 0.5), 0.01, np.random.default_rng(1))
+    with torch.inference_mode():
+        expected = TileSampler(model, SamplingSettings()).decode(off.encode(rendered))[0]
+    assert np.abs(image.astype(int) - expected.astype(int)).max() <= 1  # exact up to rounding
+    on = AppearanceTransfer(model, TransferSettings(steps=4, swap_ranges={0: (0, 100), 1: (0, 100)}, adain_range=(0, 100)))
+    transferred = on.transfer(appearance, appearance_mask, target, seed=1)
+    assert transferred.shape == (TILE, TILE, 3) and np.abs(transferred.astype(int) - image.astype(int)).mean() > 0.5
+    for mode in ("all", "plain"):
+        AppearanceTransfer(model, TransferSettings(steps=2, adain=mode, adain_range=(0, 100))).transfer(
+            appearance, appearance_mask, target)
+
+
+def test_bad_inputs_fail_in_one_line(tiny_model_dir: Path) -> None:
+    transfer = AppearanceTransfer(LatentDiffusionModel.load(tiny_model_dir), TransferSettings(steps=2))
+    appearance, appearance_mask, target = _inputs()
+    with pytest.raises(InputError, match="target mask is 16x16"):
+        transfer.transfer(appearance, appearance_mask, target[:16, :16])
+    with pytest.raises(InputError, match="appearance mask lacks"):
+        transfer.transfer(appearance, np.zeros_like(appearance_mask), target, source="masks/x.png")
+
+
+def test_cli_writes_the_dataset_contract_resumes_and_refuses_bad_masks(tiny_model_dir: Path, tmp_path: Path,
+                                                                       capsys) -> None:
+    from PIL import Image
+
+    from conftest import run_cli
+    from histosynth.data.manifest import load_manifest
+
+    appearance, appearance_mask, _ = _inputs()
+    Image.fromarray(appearance).save(tmp_path / "app.png")
+    Image.fromarray(appearance_mask * 255).save(tmp_path / "app_mask.png")
+    targets = tmp_path / "targets"
+    targets.mkdir()
+    tiles = make_tiles(6)
+    for i in range(1, 4):
+        Image.fromarray(tiles.masks[i].numpy() * 255).save(targets / f"m{i}.png")
+    out = tmp_path / "out"
+    args = ["transfer", "--model", str(tiny_model_dir), "--appearance", str(tmp_path / "app.png"),
+            "--appearance-mask", str(tmp_path / "app_mask.png"), "--target-masks", str(targets), "--rounds", "2",
+            "--select", "2", "--steps", "2", "--out", str(out)]
+    code, stdout, _ = run_cli(args, capsys)
+    assert code == 0 and "4 tiles written" in stdout
+    manifest = load_manifest(out / "manifest.csv")
+    assert len(manifest) == 4 and {r.extra["mask_source"].split("@")[1] for r in manifest.records} == {"d0", "d1"}
+    code, stdout, _ = run_cli(args, capsys)
+    assert code == 0 and "0 tiles written, 4 already there" in stdout
+    Image.fromarray(np.zeros((TILE, 8), np.uint8)).save(targets / "bad.png")
+    code, _, stderr = run_cli([*args[:-1], str(tmp_path / "out2")], capsys)
+    assert code == 2 and "bad" in stderr and "the model works on" in stderr
