@@ -84,3 +84,15 @@ def test_cli_writes_the_dataset_contract_resumes_and_refuses_bad_masks(tiny_mode
     Image.fromarray(np.zeros((TILE, 8), np.uint8)).save(targets / "bad.png")
     code, _, stderr = run_cli([*args[:-1], str(tmp_path / "out2")], capsys)
     assert code == 2 and "bad" in stderr and "the model works on" in stderr
+
+
+def test_masks_with_classes_the_model_lacks_transfer_with_the_null_condition(tiny_model_dir: Path) -> None:
+    appearance, _, _ = _inputs()
+    three = np.zeros((TILE, TILE), np.uint8)
+    three[:, 10:20], three[:, 20:] = 1, 2
+    target = np.ascontiguousarray(three.T)
+    runner = AppearanceTransfer(LatentDiffusionModel.load(tiny_model_dir),
+                                TransferSettings(steps=2, adain="alternate", adain_range=(0, 100)))
+    assert runner.transfer(appearance, three, target).shape == (TILE, TILE, 3)
+    with pytest.raises(InputError, match="class ids 0..C-1"):
+        runner.transfer(appearance, three * 20, target * 20)

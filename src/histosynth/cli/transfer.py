@@ -21,6 +21,8 @@ def transfer(
     steps: int = typer.Option(50, "--steps", min=1, help="DDIM steps of inversion and sampling (seed: 100)."),
     swap_guidance: float = typer.Option(3.5, "--swap-guidance", min=0.0, help="w in no_swap + w (swap - no_swap)."),
     label: Optional[str] = typer.Option(None, "--label", help="Class to condition on (default: the null class)."),
+    raw_masks: bool = typer.Option(False, "--raw-masks", help="Masks hold their own class ids 0..C-1 (any C, e.g. "
+                                   "IHC classes), not the model's mask values; the model then gets no mask condition."),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda."),
     out: Path = typer.Option(..., "--out", help="Output folder: images/, masks/ (the target masks), manifest.csv; "
@@ -29,7 +31,7 @@ def transfer(
     """Lay the look of one real (image, mask) onto other masks without training: inversion, cross-image
     attention and class-masked AdaIN (seed 002). Writes a synthetic dataset with the target masks."""
     from histosynth.cli.progress import progress_bar
-    from histosynth.data.images import read_mask, read_rgb
+    from histosynth.data.images import read_mask, read_raw_mask, read_rgb
     from histosynth.errors import InputError
     from histosynth.models.pipeline import LatentDiffusionModel
     from histosynth.sampling.transfer.dataset import transfer_dataset
@@ -40,7 +42,8 @@ def transfer(
         raise InputError(f"unknown --adain {adain!r}; choose alternate, all, plain or none")
     loaded = LatentDiffusionModel.load(model or default_model_dir())
     label_id = loaded.classes.resolve_label(label) if label is not None else None
-    image, mask = read_rgb(appearance), read_mask(appearance_mask, loaded.classes)
+    image = read_rgb(appearance)
+    mask = read_raw_mask(appearance_mask) if raw_masks else read_mask(appearance_mask, loaded.classes)
     if image.shape[:2] != mask.shape:
         raise InputError(f"appearance mask is {mask.shape[1]}x{mask.shape[0]} but the image is "
                          f"{image.shape[1]}x{image.shape[0]}", appearance_mask)
@@ -50,6 +53,7 @@ def transfer(
     n_masks = len([p for p in target_masks.iterdir() if p.suffix.lower() in (".png", ".tif", ".tiff")])
     n_targets = min(select, n_masks) if select else n_masks
     with progress_bar("transferring", n_targets * rounds) as advance:
-        result = transfer_dataset(runner, image, mask, target_masks, out, rounds, select, label_id, seed, on_tile=advance)
+        result = transfer_dataset(runner, image, mask, target_masks, out, rounds, select, label_id, seed, raw_masks,
+                                  on_tile=advance)
     typer.echo(f"{result.written} tiles written, {result.skipped_existing} already there "
                f"({len(result.targets)} target masks x {rounds} rounds) -> {result.folder}")

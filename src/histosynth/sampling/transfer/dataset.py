@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from histosynth.data.images import read_mask
+from histosynth.data.images import read_mask, read_raw_mask
 from histosynth.errors import InputError
 from histosynth.sampling.transfer.pipeline import AppearanceTransfer
 from histosynth.sampling.writer import SyntheticDatasetWriter, SyntheticRow
@@ -49,20 +49,24 @@ def select_targets(appearance_mask: np.ndarray, targets: dict[str, np.ndarray], 
 
 def transfer_dataset(transfer: AppearanceTransfer, appearance: np.ndarray, appearance_mask: np.ndarray,
                      target_folder: str | Path, out: str | Path, rounds: int = 1, select: int | None = None,
-                     label: int | None = None, seed: int = 0,
+                     label: int | None = None, seed: int = 0, raw_masks: bool = False,
                      on_tile: Callable[[int], None] | None = None) -> TransferResult:
-    """Write ``rounds`` transferred tiles per (selected) target mask to ``out`` (images/, masks/, manifest.csv)."""
+    """Write ``rounds`` transferred tiles per (selected) target mask to ``out`` (images/, masks/, manifest.csv).
+
+    ``raw_masks``: the mask files hold class ids 0..C-1 of their own (any C), not the model's mask values.
+    """
     classes = transfer.model.classes
     paths = sorted(p for p in Path(target_folder).iterdir() if p.suffix.lower() in (".png", ".tif", ".tiff"))
     if not paths:
         raise InputError("no mask images (.png/.tif) in the target folder", target_folder)
-    targets = {p.stem: read_mask(p, classes) for p in paths}
+    targets = {p.stem: read_raw_mask(p) if raw_masks else read_mask(p, classes) for p in paths}
     size = transfer.model.autoencoder_config.tile_size
     for path in paths:  # every problem before any work
         if targets[path.stem].shape != (size, size):
             shape = targets[path.stem].shape
             raise InputError(f"target mask is {shape[1]}x{shape[0]}, the model works on {size}x{size}", path)
-    names = select_targets(appearance_mask, targets, classes.num_mask_classes, select)
+    n_classes = max([int(appearance_mask.max())] + [int(m.max()) for m in targets.values()]) + 1
+    names = select_targets(appearance_mask, targets, max(n_classes, classes.num_mask_classes), select)
     for name in names:
         transfer.check(appearance, appearance_mask, targets[name], str(Path(target_folder) / name))
     writer = SyntheticDatasetWriter(out)

@@ -10,7 +10,9 @@ is ``no_swap + w * (swap - no_swap)`` (swap guidance); after chosen steps its la
 the appearance latent, per class between the target and appearance masks (alternating classes by
 step, or all classes), or over the whole image (the original method's baseline).
 
-Our denoiser also takes the mask as a condition: each chunk gets its own mask's fractions.
+Our denoiser also takes the mask as a condition: each chunk gets its own mask's fractions, when the
+transfer masks use the model's mask classes; masks of other classes (e.g. IHC: DAB-positive,
+hematoxylin, background) condition on the null mask, and only steer AdaIN and the structure image.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class TransferSettings:
     mask_values: tuple[float, float] = (0.1, 0.5)
     mask_noise_sd: float = 0.01
     transfer: bool = True  # False: no swap, no AdaIN (the output replays the structure's inversion)
+    condition_on_mask: bool = True  # give the model the masks as its condition when their classes are its own
 
 
 def render_mask(mask: np.ndarray, num_classes: int, values: tuple[float, float], noise_sd: float,
@@ -71,9 +74,9 @@ class AppearanceTransfer:
         z = self.model.autoencoder.encode(x).latent_dist.mean
         return (z - torch.tensor(config.latent_shift, device=self.device).view(1, -1, 1, 1)) * config.scaling_factor
 
-    def _fractions(self, mask: np.ndarray) -> torch.Tensor:
-        masks = torch.from_numpy(mask)[None].to(torch.uint8)
-        return mask_fractions(masks, torch.ones(1, dtype=torch.bool), self.num_classes, self.factor)
+    def _fractions(self, mask: np.ndarray, num_classes: int) -> torch.Tensor:
+        masks = torch.from_numpy(np.array(mask))[None].to(torch.uint8)
+        return mask_fractions(masks, torch.ones(1, dtype=torch.bool), num_classes, self.factor)
 
     def _model_fn(self, label: int, fractions: torch.Tensor):
         denoiser = self.model.denoiser
@@ -87,6 +90,9 @@ class AppearanceTransfer:
         for name, array in (("appearance", appearance), ("appearance mask", appearance_mask), ("target mask", target_mask)):
             if array.shape[:2] != (size, size):
                 raise InputError(f"{name} is {array.shape[1]}x{array.shape[0]}, the model works on {size}x{size}", source)
+        if max(int(appearance_mask.max()), int(target_mask.max())) >= 16:
+            raise InputError(f"holds class id {int(max(appearance_mask.max(), target_mask.max()))}; masks must hold "
+                             "class ids 0..C-1 (C <= 16)", source)
         return check_classes(torch.from_numpy(target_mask.astype(np.int64)), torch.from_numpy(appearance_mask.astype(np.int64)),
                              source)
 
@@ -100,14 +106,19 @@ class AppearanceTransfer:
         class_ids = self.check(appearance, appearance_mask, target_mask, source)
         label = config.null_label if label is None else label
         rng = np.random.default_rng(seed)
-        structure = render_mask(target_mask, self.num_classes, settings.mask_values, settings.mask_noise_sd, rng)
-        fractions = torch.cat([self._fractions(target_mask), self._fractions(appearance_mask), self._fractions(target_mask)])
+        n_classes = max(2, int(max(appearance_mask.max(), target_mask.max())) + 1)
+        structure = render_mask(target_mask, n_classes, settings.mask_values, settings.mask_noise_sd, rng)
+        own = [self._fractions(m, n_classes) for m in (target_mask, appearance_mask, target_mask)]
+        latent_masks = torch.stack([own[0][0].argmax(0), own[1][0].argmax(0)]).to(self.device)
+        if settings.condition_on_mask and n_classes <= self.num_classes:
+            fractions = torch.cat([self._fractions(m, self.num_classes) for m in (target_mask, appearance_mask, target_mask)])
+        else:  # classes the model does not know: the null mask condition
+            fractions = torch.zeros(3, self.num_classes, *own[0].shape[2:])
         z_app, z_struct = self.encode(appearance), self.encode(structure)
         generator = torch.Generator().manual_seed(seed)
         inv_app = edit_friendly_invert(self._model_fn(label, fractions[1:2]), z_app.cpu(), config, settings.steps, generator)
         inv_struct = edit_friendly_invert(self._model_fn(label, fractions[2:3]), z_struct.cpu(), config, settings.steps,
                                           generator)
-        latent_masks = torch.stack([fractions[0].argmax(0), fractions[1].argmax(0)]).to(self.device)
         scheduler = build_scheduler(config, "ddim")
         scheduler.set_timesteps(settings.steps)
         x = torch.cat([inv_struct.start, inv_app.start, inv_struct.start]).to(self.device)
