@@ -1,6 +1,6 @@
 """D demonstration: zero-shot appearance transfer of an IHC image (scikit-image's ``ihc.png``) onto new masks.
 
-    .venv/bin/python benchmarks/demo_ihc_transfer.py --out docs/ihc_transfer.png
+    .venv/bin/python benchmarks/demo_ihc_transfer.py --out docs/ihc_transfer.jpg
 
 Classes come from colour deconvolution (``skimage.color.rgb2hed``): DAB-positive (Otsu on the DAB
 channel), hematoxylin (Otsu on H, where not DAB), background (the rest). The appearance is the
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="src/histosynth/weights/default")
     parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--out", default="docs/ihc_transfer.png")
+    parser.add_argument("--out", default="docs/ihc_transfer.jpg", help=".jpg (quality 85) or .png")
     args = parser.parse_args(argv)
 
     image = read_rgb(ihc_sample_path())
@@ -69,9 +69,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"target {index} {mode}: {time.perf_counter() - start:.1f} s", flush=True)
         columns.append(column)
     sheet = np.concatenate([np.concatenate(column, axis=0) for column in columns], axis=1)
-    from histosynth.io import save_png
+    from PIL import Image
 
-    save_png(args.out, sheet)
+    from histosynth.io import atomic_path, save_png
+
+    if args.out.lower().endswith((".jpg", ".jpeg")):
+        with atomic_path(args.out) as tmp:
+            Image.fromarray(sheet).save(tmp, format="JPEG", quality=85)
+    else:
+        save_png(args.out, sheet)
     print(f"wrote {args.out} ({sheet.shape[1]}x{sheet.shape[0]}); {machine()}")
     return 0
 
