@@ -80,3 +80,32 @@ def test_smooth_upsampling_follows_outlines_between_cells_and_keeps_unknown() ->
     assert {int(np.argmax(row == 1)) % 8 for row in blocky[8:40]} == {0}  # nearest: a staircase
     assert (smooth[:8, :8] == 2).all() and (smooth == 2).sum() == 64
     assert abs(float((smooth == 1).mean()) - float(gland.mean())) < 0.05
+
+
+def test_cli_trains_a_mask_model_into_the_model_folder(tmp_path: Path, capsys) -> None:
+    import csv
+
+    from PIL import Image
+
+    from conftest import run_cli
+
+    tiles = make_tiles(6)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    rows = []
+    for i in range(6):
+        Image.fromarray(tiles.images[i].permute(1, 2, 0).numpy()).save(tmp_path / "images" / f"t{i}.png")
+        Image.fromarray(tiles.masks[i].numpy() * 255).save(tmp_path / "masks" / f"t{i}.png")
+        rows.append({"id": f"t{i}", "image": f"images/t{i}.png", "mask": f"masks/t{i}.png",
+                     "label": CLASSES.labels[i % 3], "split": "train"})
+    with open(tmp_path / "manifest.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    args = ["train", "mask-model", "--data", str(tmp_path / "manifest.csv"), "--out", str(tmp_path / "model"),
+            "--steps", "2", "--batch-size", "2", "--tile-size", "32", "--factor", "4"]
+    code, stdout, _ = run_cli(args, capsys)
+    assert code == 0 and "mask model: 2 steps" in stdout
+    assert (tmp_path / "model" / "mask_model" / "denoiser.safetensors").exists()
+    code, _, stderr = run_cli([*args[:-2], "--factor", "5"], capsys)
+    assert code == 2 and "not a multiple of --factor 5" in stderr
