@@ -31,6 +31,21 @@ def _settings(config: Optional[Path], steps: Optional[int], batch_size: Optional
     return parse_config(TrainConfig, values, config or "--steps/--batch-size")
 
 
+def _recipe_configs(config: Optional[Path], steps: Optional[int], batch_size: Optional[int], threads: Optional[int],
+                    model_cls, loss_cls, model_values: dict | None = None):
+    """Train, model and objective configs of a recipe (YAML sections over defaults), and torch threads."""
+    import torch
+
+    from histosynth.training.config import load_yaml_section, parse_config
+
+    if threads:
+        torch.set_num_threads(threads)
+    source = config or "defaults"
+    model_config = parse_config(model_cls, {**(model_values or {}), **load_yaml_section(config, "model")}, source)
+    loss_config = parse_config(loss_cls, load_yaml_section(config, "objective"), source)
+    return _settings(config, steps, batch_size), model_config, loss_config
+
+
 def _load_tiles(data: Path, split: str, classes: Optional[str], size: int, unlabelled: Optional[Path] = None):
     from histosynth.cli.progress import progress_bar
     from histosynth.data.manifest import TileManifest, load_manifest
@@ -63,19 +78,13 @@ def autoencoder(
     threads: Optional[int] = THREADS,
 ) -> None:
     """Train the KL autoencoder (224 px -> 28x28x4 latents) on random crops; writes OUT/autoencoder."""
-    import torch
-
     from histosynth.cli.progress import progress_bar
     from histosynth.models.autoencoder import AutoencoderConfig
-    from histosynth.training.config import load_yaml_section, parse_config
     from histosynth.training.objectives import AutoencoderLossConfig
     from histosynth.training.recipes import train_autoencoder
 
-    if threads:
-        torch.set_num_threads(threads)
-    train_config = _settings(config, steps, batch_size)
-    model_config = parse_config(AutoencoderConfig, load_yaml_section(config, "model"), config or "defaults")
-    loss_config = parse_config(AutoencoderLossConfig, load_yaml_section(config, "objective"), config or "defaults")
+    train_config, model_config, loss_config = _recipe_configs(config, steps, batch_size, threads, AutoencoderConfig,
+                                                              AutoencoderLossConfig)
     manifest, tiles = _load_tiles(data, split, classes, model_config.tile_size)
     with progress_bar("training autoencoder", train_config.steps) as handle:
         result = train_autoencoder(manifest, tiles, out, model_config, train_config, loss_config,
@@ -93,27 +102,20 @@ def denoiser(
         None, "--unlabelled", help="Extra tiles with no label or mask: they train the null condition only."),
 ) -> None:
     """Train the class- and mask-conditioned latent denoiser; writes OUT/denoiser and OUT/classes.json."""
-    import torch
-
     from histosynth.cli.progress import progress_bar
     from histosynth.models.autoencoder import AutoencoderConfig
     from histosynth.models.denoiser import DenoiserConfig
     from histosynth.models.folder import read_folder_config
-    from histosynth.training.config import load_yaml_section, parse_config
     from histosynth.training.objectives import DenoiserLossConfig
     from histosynth.training.recipes import AUTOENCODER_DIR, train_denoiser
 
-    if threads:
-        torch.set_num_threads(threads)
     ae_dir = autoencoder_dir or out / AUTOENCODER_DIR
     ae_config = read_folder_config(ae_dir, "autoencoder", AutoencoderConfig)
-    train_config = _settings(config, steps, batch_size)
     manifest, tiles = _load_tiles(data, split, classes, ae_config.tile_size, unlabelled)
     model_values = {"latent_channels": ae_config.latent_channels, "latent_size": ae_config.latent_size,
-                    "num_labels": len(manifest.classes.labels),
-                    "num_mask_classes": manifest.classes.num_mask_classes, **load_yaml_section(config, "model")}
-    model_config = parse_config(DenoiserConfig, model_values, config or "defaults")
-    loss_config = parse_config(DenoiserLossConfig, load_yaml_section(config, "objective"), config or "defaults")
+                    "num_labels": len(manifest.classes.labels), "num_mask_classes": manifest.classes.num_mask_classes}
+    train_config, model_config, loss_config = _recipe_configs(config, steps, batch_size, threads, DenoiserConfig,
+                                                              DenoiserLossConfig, model_values)
     with progress_bar("encoding latents (8 symmetries)", len(tiles)) as handle:
         encode_progress = handle
         with progress_bar("training denoiser", train_config.steps) as train_handle:
@@ -134,28 +136,21 @@ def mask_model(
 ) -> None:
     """Train the class-conditioned mask generation model (diffusion over per-class fractions of
     FACTOR px cells, for `histosynth large`); writes OUT/mask_model."""
-    import torch
-
     from histosynth.cli.progress import progress_bar
     from histosynth.models.denoiser import DenoiserConfig
-    from histosynth.training.config import load_yaml_section, parse_config
     from histosynth.training.objectives import DenoiserLossConfig
     from histosynth.training.recipes import train_mask_model
 
-    if threads:
-        torch.set_num_threads(threads)
     if tile_size % factor:
         from histosynth.errors import InputError
 
         raise InputError(f"--tile-size {tile_size} is not a multiple of --factor {factor}")
-    train_config = _settings(config, steps, batch_size)
     manifest, tiles = _load_tiles(data, split, classes, tile_size)
     n_classes = manifest.classes.num_mask_classes
     model_values = {"latent_channels": n_classes, "latent_size": tile_size // factor, "num_mask_classes": n_classes,
-                    "num_labels": len(manifest.classes.labels), "mask_conditioning": "none",
-                    **load_yaml_section(config, "model")}
-    model_config = parse_config(DenoiserConfig, model_values, config or "defaults")
-    loss_config = parse_config(DenoiserLossConfig, load_yaml_section(config, "objective"), config or "defaults")
+                    "num_labels": len(manifest.classes.labels), "mask_conditioning": "none"}
+    train_config, model_config, loss_config = _recipe_configs(config, steps, batch_size, threads, DenoiserConfig,
+                                                              DenoiserLossConfig, model_values)
     with progress_bar("training mask model", train_config.steps) as handle:
         result = train_mask_model(manifest, tiles, out, model_config, train_config, loss_config, factor,
                                   on_step=_step_reporter(handle, train_config.steps))
@@ -171,19 +166,13 @@ def encoder(
     tile_size: int = typer.Option(224, "--tile-size", min=16, help="Tiles are held in memory at this size."),
 ) -> None:
     """Train the histology feature encoder by self-supervision (SimCLR); writes OUT/encoder."""
-    import torch
-
     from histosynth.cli.progress import progress_bar
     from histosynth.models.histology_encoder import HistologyEncoderConfig
-    from histosynth.training.config import load_yaml_section, parse_config
     from histosynth.training.contrastive import ContrastiveLossConfig
     from histosynth.training.recipes import train_histology_encoder
 
-    if threads:
-        torch.set_num_threads(threads)
-    train_config = _settings(config, steps, batch_size)
-    model_config = parse_config(HistologyEncoderConfig, load_yaml_section(config, "model"), config or "defaults")
-    loss_config = parse_config(ContrastiveLossConfig, load_yaml_section(config, "objective"), config or "defaults")
+    train_config, model_config, loss_config = _recipe_configs(config, steps, batch_size, threads,
+                                                              HistologyEncoderConfig, ContrastiveLossConfig)
     manifest, tiles = _load_tiles(data, split, classes, tile_size, unlabelled)
     with progress_bar("training encoder", train_config.steps) as handle:
         result = train_histology_encoder(manifest, tiles, out, model_config, train_config, loss_config,
