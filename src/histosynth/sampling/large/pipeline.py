@@ -74,13 +74,14 @@ class LargeImageResult:
 
 
 def estimate_memory_bytes(model: LatentDiffusionModel, width: int, height: int, decode_tile: int = 32) -> int:
-    """Peak resident memory of a run: latent-sized arrays plus a few decoded tile rows (images live on disk)."""
+    """Peak resident memory of a run: latent-sized arrays, the mask while it is made (one byte per pixel),
+    and a few decoded tile rows; the image and the pyramid live in memory-mapped files."""
     factor = model.autoencoder_config.downsample
     cells = (width // factor) * (height // factor)
     latent = model.denoiser.config.latent_channels * cells * 4
     conditions = model.classes.num_mask_classes * cells * 4
     bands = 4 * decode_tile * factor * width * 3 * 4
-    return int(BASE_MEMORY + 5 * latent + conditions + bands)
+    return int(BASE_MEMORY + 5 * latent + conditions + bands + width * height)
 
 
 def check_request(model: LatentDiffusionModel, request: LargeImageRequest, out: Path,
