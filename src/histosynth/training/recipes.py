@@ -14,6 +14,7 @@ from histosynth.data.manifest import TileManifest
 from histosynth.io import atomic_dir
 from histosynth.models.autoencoder import AutoencoderConfig, build_autoencoder, load_autoencoder, save_autoencoder
 from histosynth.models.denoiser import ConditionalDenoiser, DenoiserConfig, save_denoiser
+from histosynth.models.pipeline import AUTOENCODER_DIR, DENOISER_DIR, MASK_MODEL_DIR
 from histosynth.training.config import TrainConfig
 from histosynth.training.latents import encode_dihedral, measure_latent_statistics, training_device
 from histosynth.training.loop import train
@@ -27,7 +28,7 @@ from histosynth.training.run import start_or_resume
 from histosynth.training.tensors import TileTensors, dihedral, mask_fractions
 
 Progress = Callable[[int, dict[str, float]], None]
-AUTOENCODER_DIR, DENOISER_DIR, RUNS_DIR = "autoencoder", "denoiser", "runs"
+RUNS_DIR = "runs"
 
 
 @dataclass
@@ -135,9 +136,6 @@ def train_denoiser(
         save_denoiser(result.ema.eval().cpu(), tmp, labels=manifest.classes.labels, **facts)
     manifest.classes.save(model_dir / "classes.json")
     return RecipeResult(folder, result.steps_done, result.resumed_from, result.seconds, result.items_per_second)
-
-
-MASK_MODEL_DIR = "mask_model"
 
 
 def mask_field(fractions: torch.Tensor) -> torch.Tensor:

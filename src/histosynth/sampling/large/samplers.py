@@ -86,11 +86,18 @@ class LargeLatentSampler:
         self.scheduler = build_scheduler(self.config, "ddim")
         self.scheduler.set_timesteps(settings.steps)
         self.guided = GuidedDenoiser(self.denoiser, settings.guidance)
+        self._initial: tuple[tuple, np.ndarray] | None = None  # (shape, seed) -> the run's initial noise
+
+    def _initial_noise(self, shape: tuple[int, ...], seed: int) -> np.ndarray:
+        """The run's starting noise, drawn once (sliding-window needs its crops at every window)."""
+        if self._initial is None or self._initial[0] != (shape, seed):
+            self._initial = ((shape, seed), _noise(shape, seed, 0).astype(np.float32))
+        return self._initial[1]
 
     def initial_state(self, height: int, width: int, seed: int) -> LargeState:
         if min(height, width) < self.window:
             raise ValueError(f"the latent ({height}x{width}) is smaller than the model window ({self.window})")
-        latent = _noise((self.config.latent_channels, height, width), seed, 0).astype(np.float32)
+        latent = self._initial_noise((self.config.latent_channels, height, width), seed).copy()
         known = np.zeros((height, width), dtype=bool) if self.settings.method == "sliding-window" else None
         return LargeState(latent, 0, 0, EdgeCounts.empty(height, width), known)
 
@@ -169,7 +176,7 @@ class LargeLatentSampler:
         _, height, width = state.latent.shape
         size = self.window
         y, x = grid_windows(height, width, size, self.stride)[index]
-        initial = _noise(state.latent.shape, seed, 0).astype(np.float32)[:, y:y + size, x:x + size]
+        initial = self._initial_noise(state.latent.shape, seed)[:, y:y + size, x:x + size]
         known = state.known[y:y + size, x:x + size]
         clean = torch.from_numpy(state.latent[:, y:y + size, x:x + size].copy())
         current = initial[None].copy()
