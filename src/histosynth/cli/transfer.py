@@ -9,7 +9,8 @@ import typer
 
 
 def transfer(
-    model: Optional[Path] = typer.Option(None, "--model", help="Model folder (default: the shipped EBHI model)."),
+    model: Optional[Path] = typer.Option(None, "--model", help="histosynth model folder (default: the shipped EBHI "
+                                         "model) or a local Stable Diffusion 1.x/2.x folder (diffusers layout)."),
     appearance: Path = typer.Option(..., "--appearance", help="Image whose look is transferred (model tile size)."),
     appearance_mask: Path = typer.Option(..., "--appearance-mask", help="Its mask (raw values as in training masks)."),
     target_masks: Path = typer.Option(..., "--target-masks", help="Folder of target masks (.png/.tif): the structures."),
@@ -23,6 +24,7 @@ def transfer(
     label: Optional[str] = typer.Option(None, "--label", help="Class to condition on (default: the null class)."),
     raw_masks: bool = typer.Option(False, "--raw-masks", help="Masks hold their own class ids 0..C-1 (any C, e.g. "
                                    "IHC classes), not the model's mask values; the model then gets no mask condition."),
+    prompt: str = typer.Option("", "--prompt", help="Stable Diffusion folders only: the text condition (default: none)."),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda."),
     out: Path = typer.Option(..., "--out", help="Output folder: images/, masks/ (the target masks), manifest.csv; "
@@ -33,21 +35,28 @@ def transfer(
     from histosynth.cli.progress import progress_bar
     from histosynth.data.images import read_mask, read_raw_mask, read_rgb
     from histosynth.errors import InputError
-    from histosynth.models.pipeline import LatentDiffusionModel
+    from histosynth.sampling.transfer.backbones import is_stable_diffusion_folder, load_backbone
     from histosynth.sampling.transfer.dataset import transfer_dataset
     from histosynth.sampling.transfer.pipeline import AppearanceTransfer, TransferSettings
     from histosynth.weights import default_model_dir
 
     if adain not in ("alternate", "all", "plain", "none"):
         raise InputError(f"unknown --adain {adain!r}; choose alternate, all, plain or none")
-    loaded = LatentDiffusionModel.load(model or default_model_dir())
-    label_id = loaded.classes.resolve_label(label) if label is not None else None
+    folder = model or default_model_dir()
+    if prompt and not is_stable_diffusion_folder(folder):
+        raise InputError("--prompt applies to Stable Diffusion folders only", folder)
+    backbone = load_backbone(folder, device, prompt=prompt)
+    if backbone.classes is None:
+        raw_masks = True  # Stable Diffusion knows no mask classes: masks hold their own class ids
+        if label is not None:
+            raise InputError("--label needs a model with classes; Stable Diffusion takes --prompt", folder)
+    label_id = backbone.classes.resolve_label(label) if label is not None else None
     image = read_rgb(appearance)
-    mask = read_raw_mask(appearance_mask) if raw_masks else read_mask(appearance_mask, loaded.classes)
+    mask = read_raw_mask(appearance_mask) if raw_masks else read_mask(appearance_mask, backbone.classes)
     if image.shape[:2] != mask.shape:
         raise InputError(f"appearance mask is {mask.shape[1]}x{mask.shape[0]} but the image is "
                          f"{image.shape[1]}x{image.shape[0]}", appearance_mask)
-    runner = AppearanceTransfer(loaded, TransferSettings(steps=steps, swap_guidance=swap_guidance, adain=adain), device)
+    runner = AppearanceTransfer(backbone, TransferSettings(steps=steps, swap_guidance=swap_guidance, adain=adain))
     if not target_masks.is_dir():
         raise InputError("target mask folder not found", target_masks)
     n_masks = len([p for p in target_masks.iterdir() if p.suffix.lower() in (".png", ".tif", ".tiff")])

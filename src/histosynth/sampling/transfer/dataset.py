@@ -55,23 +55,26 @@ def transfer_dataset(transfer: AppearanceTransfer, appearance: np.ndarray, appea
 
     ``raw_masks``: the mask files hold class ids 0..C-1 of their own (any C), not the model's mask values.
     """
-    classes = transfer.model.classes
+    classes = transfer.classes
+    if classes is None and not raw_masks:
+        raise InputError("this model has no mask classes: give masks of class ids 0..C-1 (raw masks) or a class list",
+                         target_folder)
     paths = sorted(p for p in Path(target_folder).iterdir() if p.suffix.lower() in (".png", ".tif", ".tiff"))
     if not paths:
         raise InputError("no mask images (.png/.tif) in the target folder", target_folder)
     targets = {p.stem: read_raw_mask(p) if raw_masks else read_mask(p, classes) for p in paths}
-    size = transfer.model.autoencoder_config.tile_size
+    size = transfer.backbone.tile_size
     for path in paths:  # every problem before any work
         if targets[path.stem].shape != (size, size):
             shape = targets[path.stem].shape
             raise InputError(f"target mask is {shape[1]}x{shape[0]}, the model works on {size}x{size}", path)
     n_classes = max([int(appearance_mask.max())] + [int(m.max()) for m in targets.values()]) + 1
-    names = select_targets(appearance_mask, targets, max(n_classes, classes.num_mask_classes), select)
+    names = select_targets(appearance_mask, targets, max(n_classes, classes.num_mask_classes if classes else 0), select)
     for name in names:
         transfer.check(appearance, appearance_mask, targets[name], str(Path(target_folder) / name))
     writer = SyntheticDatasetWriter(out)
     settings = transfer.settings
-    label_name = classes.labels[label] if label is not None else ""
+    label_name = classes.labels[label] if label is not None and classes is not None else ""
     order, written, skipped = [], 0, 0
     for index, name in enumerate(names):
         for k in range(rounds):
@@ -83,7 +86,7 @@ def transfer_dataset(transfer: AppearanceTransfer, appearance: np.ndarray, appea
             mask = dihedral_mask(targets[name], k)
             image = transfer.transfer(appearance, appearance_mask, mask, label, tile_seed, str(Path(target_folder) / name))
             row = SyntheticRow(id=tile_id, image=f"images/{tile_id}.png", mask=f"masks/{tile_id}.png", label=label_name,
-                               split="synthetic", seed=tile_seed, model=transfer.model.identity,
+                               split="synthetic", seed=tile_seed, model=transfer.backbone.identity,
                                sampler=f"transfer-{settings.adain}", steps=settings.steps,
                                guidance=settings.swap_guidance, mask_source=f"target:{name}@d{k % 8}")
             writer.add(row, image, mask)
@@ -92,5 +95,6 @@ def transfer_dataset(transfer: AppearanceTransfer, appearance: np.ndarray, appea
             if on_tile is not None:
                 on_tile(1)
     writer.flush(order)
-    classes.save(Path(out) / "classes.json")
+    if classes is not None and not raw_masks:
+        classes.save(Path(out) / "classes.json")
     return TransferResult(Path(out), written, skipped, names)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from histosynth.sampling.sampler import build_scheduler
+from histosynth.sampling.transfer.backbones import NoiseSchedule
 
 #: (noisy latent, timestep) -> model output (eps or v, as the denoiser was trained)
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -24,12 +24,11 @@ ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 @torch.inference_mode()
 def ddim_invert(model: ModelFn, latent: torch.Tensor, config, steps: int) -> torch.Tensor:
-    """Run DDIM backwards from the clean ``latent`` to noise at the first sampling timestep."""
-    from diffusers import DDIMInverseScheduler
+    """Run DDIM backwards from the clean ``latent`` to noise at the first sampling timestep.
 
-    inverse = DDIMInverseScheduler(num_train_timesteps=config.num_train_timesteps, beta_schedule=config.beta_schedule,
-                                   prediction_type=config.prediction_type, timestep_spacing="trailing",
-                                   set_alpha_to_one=True, clip_sample=False)
+    ``config``: the noise schedule (a :class:`NoiseSchedule`, a denoiser config or a scheduler config).
+    """
+    inverse = NoiseSchedule.of(config).ddim_inverse()
     inverse.set_timesteps(steps)
     x = latent.clone()
     for t in inverse.timesteps:
@@ -52,7 +51,7 @@ class EditFriendlyNoise:
 def edit_friendly_invert(model: ModelFn, latent: torch.Tensor, config, steps: int,
                          generator: torch.Generator | None = None) -> EditFriendlyNoise:
     """Noise maps that make stochastic DDIM sampling (eta 1, same steps) return exactly ``latent``."""
-    scheduler = build_scheduler(config, "ddim")
+    scheduler = NoiseSchedule.of(config).ddim()
     scheduler.set_timesteps(steps)
     timesteps = scheduler.timesteps
     alphas = scheduler.alphas_cumprod
@@ -88,7 +87,7 @@ def sample_with_noise_maps(model: ModelFn, noise: EditFriendlyNoise, config, ste
                            on_step: Callable[[int, torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """Stochastic DDIM (eta 1) from ``noise.start`` with the stored noise maps; ``on_step(i, x)`` may
     replace the latent after step ``i`` (where AdaIN plugs in)."""
-    scheduler = build_scheduler(config, "ddim")
+    scheduler = NoiseSchedule.of(config).ddim()
     scheduler.set_timesteps(steps)
     x = noise.start.clone()
     last = len(scheduler.timesteps) - 1

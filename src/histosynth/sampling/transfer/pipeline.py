@@ -24,11 +24,12 @@ import numpy as np
 import torch
 
 from histosynth.errors import InputError
+from histosynth.data.classes import ClassList
 from histosynth.models.pipeline import LatentDiffusionModel
 from histosynth.sampling.transfer.adain import adain, check_classes, classes_for_step, masked_adain
 from histosynth.sampling.transfer.attention import SwapSchedule, cross_image_attention
+from histosynth.sampling.transfer.backbones import Conditions, HistosynthBackbone, TransferBackbone, take
 from histosynth.sampling.transfer.inversion import edit_friendly_invert
-from histosynth.training.tensors import mask_fractions
 
 AdainChoice = Literal["alternate", "all", "plain", "none"]
 
@@ -58,35 +59,32 @@ def render_mask(mask: np.ndarray, num_classes: int, values: tuple[float, float],
 
 
 class AppearanceTransfer:
-    """Transfer the look of one (image, mask) onto target masks with a :class:`LatentDiffusionModel`."""
+    """Transfer the look of one (image, mask) onto target masks with a latent diffusion model.
 
-    def __init__(self, model: LatentDiffusionModel, settings: TransferSettings | None = None, device: str = "cpu"):
-        self.model = model.to(device)
+    ``model``: a :class:`LatentDiffusionModel` or any :class:`TransferBackbone` (e.g. a local Stable
+    Diffusion folder through :func:`load_backbone`).
+    """
+
+    def __init__(self, model: LatentDiffusionModel | TransferBackbone, settings: TransferSettings | None = None,
+                 device: str = "cpu"):
+        self.backbone = model if isinstance(model, TransferBackbone) else HistosynthBackbone(model, device)
         self.settings = settings or TransferSettings()
-        self.device = torch.device(device)
-        self.factor = model.autoencoder_config.downsample
-        self.num_classes = model.classes.num_mask_classes
+        self.device = self.backbone.device
 
-    @torch.inference_mode()
+    @property
+    def classes(self) -> ClassList | None:
+        """The model's mask classes (None for models without them, e.g. Stable Diffusion)."""
+        return self.backbone.classes
+
     def encode(self, image: np.ndarray) -> torch.Tensor:
-        config = self.model.autoencoder_config
-        x = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float().to(self.device) / 127.5 - 1
-        z = self.model.autoencoder.encode(x).latent_dist.mean
-        return (z - torch.tensor(config.latent_shift, device=self.device).view(1, -1, 1, 1)) * config.scaling_factor
+        return self.backbone.encode(image)
 
-    def _fractions(self, mask: np.ndarray, num_classes: int) -> torch.Tensor:
-        masks = torch.from_numpy(np.array(mask))[None].to(torch.uint8)
-        return mask_fractions(masks, torch.ones(1, dtype=torch.bool), num_classes, self.factor)
-
-    def _model_fn(self, label: int, fractions: torch.Tensor):
-        denoiser = self.model.denoiser
-        labels, fractions = torch.tensor([label], device=self.device), fractions.to(self.device)
-        return lambda x, t: denoiser(x, t.to(self.device).expand(len(x)), labels.expand(len(x)),
-                                     fractions.expand(len(x), -1, -1, -1))
+    def _model_fn(self, conditions: Conditions):
+        return lambda x, t: self.backbone.predict(x, t, conditions)
 
     def check(self, appearance: np.ndarray, appearance_mask: np.ndarray, target_mask: np.ndarray,
               source: str = "target mask") -> list[int]:
-        size = self.model.autoencoder_config.tile_size
+        size = self.backbone.tile_size
         for name, array in (("appearance", appearance), ("appearance mask", appearance_mask), ("target mask", target_mask)):
             if array.shape[:2] != (size, size):
                 raise InputError(f"{name} is {array.shape[1]}x{array.shape[0]}, the model works on {size}x{size}", source)
@@ -96,45 +94,49 @@ class AppearanceTransfer:
         return check_classes(torch.from_numpy(target_mask.astype(np.int64)), torch.from_numpy(appearance_mask.astype(np.int64)),
                              source)
 
+    def _conditions(self, label: int | None, masks: list[np.ndarray], n_classes: int) -> Conditions:
+        own = self.backbone.classes
+        if self.settings.condition_on_mask and own is not None and n_classes <= own.num_mask_classes:
+            return self.backbone.conditions(label, masks)
+        return self.backbone.conditions(label, None)  # classes the model does not know: the null mask condition
+
     @torch.inference_mode()
     def transfer(self, appearance: np.ndarray, appearance_mask: np.ndarray, target_mask: np.ndarray,
                  label: int | None = None, seed: int = 0, source: str = "target mask") -> np.ndarray:
         """One transferred tile (uint8 H x W x 3) with ``target_mask``'s structure and ``appearance``'s look."""
-        from histosynth.sampling.sampler import SamplingSettings, TileSampler, build_scheduler
+        from histosynth.training.tensors import mask_fractions
 
-        settings, config = self.settings, self.model.denoiser.config
+        settings, backbone = self.settings, self.backbone
         class_ids = self.check(appearance, appearance_mask, target_mask, source)
-        label = config.null_label if label is None else label
+        backbone.check_label(label)
         rng = np.random.default_rng(seed)
         n_classes = max(2, int(max(appearance_mask.max(), target_mask.max())) + 1)
         structure = render_mask(target_mask, n_classes, settings.mask_values, settings.mask_noise_sd, rng)
-        own = [self._fractions(m, n_classes) for m in (target_mask, appearance_mask, target_mask)]
-        latent_masks = torch.stack([own[0][0].argmax(0), own[1][0].argmax(0)]).to(self.device)
-        if settings.condition_on_mask and n_classes <= self.num_classes:
-            fractions = torch.cat([self._fractions(m, self.num_classes) for m in (target_mask, appearance_mask, target_mask)])
-        else:  # classes the model does not know: the null mask condition
-            fractions = torch.zeros(3, self.num_classes, *own[0].shape[2:])
+        own = mask_fractions(torch.from_numpy(np.stack([target_mask, appearance_mask])).to(torch.uint8),
+                             torch.ones(2, dtype=torch.bool), n_classes, backbone.factor)
+        latent_masks = own.argmax(1).to(self.device)
+        conditions = self._conditions(label, [target_mask, appearance_mask, target_mask], n_classes)
         z_app, z_struct = self.encode(appearance), self.encode(structure)
         generator = torch.Generator().manual_seed(seed)
-        inv_app = edit_friendly_invert(self._model_fn(label, fractions[1:2]), z_app.cpu(), config, settings.steps, generator)
-        inv_struct = edit_friendly_invert(self._model_fn(label, fractions[2:3]), z_struct.cpu(), config, settings.steps,
-                                          generator)
-        scheduler = build_scheduler(config, "ddim")
+        schedule_config = backbone.schedule
+        inv_app = edit_friendly_invert(self._model_fn(take(conditions, slice(1, 2))), z_app.cpu(), schedule_config,
+                                       settings.steps, generator)
+        inv_struct = edit_friendly_invert(self._model_fn(take(conditions, slice(2, 3))), z_struct.cpu(),
+                                          schedule_config, settings.steps, generator)
+        scheduler = schedule_config.ddim()
         scheduler.set_timesteps(settings.steps)
         x = torch.cat([inv_struct.start, inv_app.start, inv_struct.start]).to(self.device)
-        labels = torch.full((3,), label, device=self.device)
-        fractions = fractions.to(self.device)
         schedule = SwapSchedule(step_ranges=settings.swap_ranges, contrast=settings.contrast, total_steps=settings.steps,
                                 enabled=settings.transfer)
-        with cross_image_attention(self.model.denoiser.unet, schedule, config.latent_size):
+        with cross_image_attention(backbone.unet, schedule, backbone.latent_side):
             for index, t in enumerate(scheduler.timesteps):
                 schedule.step, schedule.enabled = index, settings.transfer
-                swapped = self.model.denoiser(x, t.to(self.device).expand(3), labels, fractions)
+                swapped = backbone.predict(x, t.expand(3), conditions)
                 out = swapped
                 if settings.transfer and settings.swap_guidance != 1.0 and any(
                         schedule.active(level) for level in settings.swap_ranges):
                     schedule.enabled = False
-                    plain = self.model.denoiser(x, t.to(self.device).expand(3), labels, fractions)
+                    plain = backbone.predict(x, t.expand(3), conditions)
                     out = swapped.clone()
                     out[0] = plain[0] + settings.swap_guidance * (swapped[0] - plain[0])
                 noise = torch.cat([inv_struct.noise_maps[index], inv_app.noise_maps[index],
@@ -146,7 +148,7 @@ class AppearanceTransfer:
                     own = inv_struct.final_residual if not settings.transfer else torch.zeros_like(inv_struct.start)
                     x = x + torch.cat([own, inv_app.final_residual, inv_struct.final_residual]).to(self.device)
                 x = self._adain(x, index, latent_masks, class_ids)
-        return TileSampler(self.model, SamplingSettings(), self.device).decode(x[:1])[0]
+        return backbone.decode(x[:1])[0]
 
     def _adain(self, x: torch.Tensor, index: int, latent_masks: torch.Tensor, class_ids: list[int]) -> torch.Tensor:
         settings = self.settings
