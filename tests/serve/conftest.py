@@ -1,0 +1,104 @@
+"""Fixtures for the web app: a TestClient over the tiny model, PNG helpers, and a live uvicorn server."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("fastapi", reason="histosynth serve needs fastapi (pip install 'histosynth[serve]')")
+
+from histosynth.serve.service import ServeLimits  # noqa: E402
+
+TILE = 32  # tests/tiny_models.py
+
+
+def png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(array.astype(np.uint8))).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def decode_data_url(url: str) -> np.ndarray:
+    import base64
+
+    assert url.startswith("data:image/png;base64,")
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))))
+
+
+def half_mask(size: int = TILE) -> np.ndarray:
+    """Class ids: gland (1) on the top half, background below."""
+    mask = np.zeros((size, size), np.uint8)
+    mask[: size // 2] = 1
+    return mask
+
+
+@pytest.fixture
+def synthetic_root(tmp_path: Path, make_tile_dataset) -> Path:
+    """A folder of two synthetic datasets; ``run_a`` has an audit report."""
+    root = tmp_path / "synthetic"
+    make_tile_dataset(root / "run_a", n=5, size=(TILE, TILE))
+    make_tile_dataset(root / "run_b", n=2, size=(TILE, TILE), masks=False)
+    (root / "run_a" / "audit").mkdir()
+    (root / "run_a" / "audit" / "report.html").write_text("<!doctype html><h1>audit of run_a</h1>")
+    (root / "not_a_dataset").mkdir()
+    return root
+
+
+@pytest.fixture
+def make_client(tiny_model_dir: Path, synthetic_root: Path) -> Iterator[Callable[..., object]]:
+    """``make_client(**limits)`` -> a started ``TestClient`` on the tiny model, browsing ``synthetic_root``."""
+    from fastapi.testclient import TestClient
+
+    from histosynth.serve.app import create_app
+
+    clients = []
+
+    def make(**limits) -> TestClient:
+        client = TestClient(create_app(tiny_model_dir, "cpu", ServeLimits(**limits), synthetic_root))
+        clients.append(client.__enter__())
+        return client
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(make_client):
+    return make_client()
+
+
+@pytest.fixture
+def live_server(tiny_model_dir: Path, synthetic_root: Path) -> Iterator[Callable[..., tuple[str, object]]]:
+    """``live_server(**limits)`` -> (base URL, app) of a uvicorn server (in a thread) on a free loopback port."""
+    import uvicorn
+
+    from histosynth.serve.app import create_app
+
+    servers: list[tuple[uvicorn.Server, threading.Thread]] = []
+
+    def start(**limits) -> tuple[str, object]:
+        app = create_app(tiny_model_dir, "cpu", ServeLimits(**limits), synthetic_root)
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 20
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        servers.append((server, thread))
+        port = server.servers[0].sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}", app
+
+    yield start
+    for server, thread in servers:
+        server.should_exit = True
+        thread.join(10)
