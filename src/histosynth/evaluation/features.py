@@ -1,8 +1,15 @@
-"""Features of image files, cached on disk by (encoder identity, file content hash)."""
+"""Features of image files, cached on disk by (encoder identity, file content hash).
+
+One ``<identity>.npz`` per encoder maps file SHA-256 -> feature vector. Long runs also persist
+progress as small ``<identity>.part-<random>.npz`` files (each written atomically) every few hundred
+tiles, so a killed run loses at most one part's worth of work; loading reads the main file plus all
+parts, and :meth:`FeatureCache.save` folds the parts back into the main file.
+"""
 
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -19,23 +26,48 @@ def default_cache_dir() -> Path:
     return Path(root) / "features"
 
 
+def _write_npz(path: Path, vectors: dict[str, np.ndarray]) -> None:
+    keys = np.array(list(vectors), dtype=str)
+    features = np.stack(list(vectors.values())) if vectors else np.zeros((0, 0))
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, keys=keys, features=features)
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as data:
+        return dict(zip(data["keys"].tolist(), data["features"]))
+
+
 class FeatureCache:
-    """One ``.npz`` per encoder identity mapping file SHA-256 -> feature vector."""
+    """One ``.npz`` per encoder identity mapping file SHA-256 -> feature vector (plus pending parts)."""
 
     def __init__(self, directory: str | Path, encoder: FeatureEncoder) -> None:
-        self.path = Path(directory) / f"{encoder.identity.replace('@', '_')}.npz"
+        stem = encoder.identity.replace("@", "_")
+        self.path = Path(directory) / f"{stem}.npz"
         self.vectors: dict[str, np.ndarray] = {}
         if self.path.is_file():
-            with np.load(self.path) as data:
-                self.vectors = dict(zip(data["keys"].tolist(), data["features"]))
+            self.vectors = _read_npz(self.path)
+        self._parts = sorted(self.path.parent.glob(f"{stem}.part-*.npz")) if self.path.parent.is_dir() else []
+        for part in self._parts:
+            self.vectors.update(_read_npz(part))
+
+    def add(self, new: dict[str, np.ndarray]) -> None:
+        """Keep ``new`` vectors and persist them now as one small part file (cheap, kill-safe)."""
+        if not new:
+            return
+        self.vectors.update(new)
+        part = self.path.with_name(f"{self.path.stem}.part-{uuid.uuid4().hex[:12]}.npz")
+        _write_npz(part, new)
+        self._parts.append(part)
 
     def save(self) -> None:
+        """Write every vector to the main file (atomically), then drop the parts it now holds."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        keys = np.array(list(self.vectors), dtype=str)
-        features = np.stack(list(self.vectors.values())) if self.vectors else np.zeros((0, 0))
-        with atomic_path(self.path) as tmp:
-            with open(tmp, "wb") as handle:
-                np.savez(handle, keys=keys, features=features)
+        _write_npz(self.path, self.vectors)
+        for part in self._parts:
+            part.unlink(missing_ok=True)
+        self._parts = []
 
 
 def image_features(
@@ -44,18 +76,32 @@ def image_features(
     cache_dir: str | Path | None = None,
     batch_size: int = 32,
     on_batch: Callable[[int], None] | None = None,
+    save_every: int = 0,
 ) -> np.ndarray:
-    """Features (N, dim) of image files in order; cached vectors are reused, new ones are added."""
+    """Features (N, dim) of image files in order; cached vectors are reused, new ones are added.
+
+    ``save_every > 0`` (with a cache) persists new vectors every that many tiles, so a rerun after a
+    kill resumes where the last part ended.
+    """
     digests = [file_digest(p) for p in paths]
     cache = FeatureCache(cache_dir, encoder) if cache_dir is not None else None
-    known = cache.vectors if cache is not None else {}
-    missing = [i for i, d in enumerate(digests) if d not in known]
+    known = dict(cache.vectors) if cache is not None else {}
+    first: dict[str, int] = {}  # one computation per distinct file content
+    for i, digest in enumerate(digests):
+        if digest not in known and digest not in first:
+            first[digest] = i
+    missing = list(first.values())
     if missing:
         if on_batch is not None and len(missing) < len(paths):
             on_batch(len(paths) - len(missing))
-        computed = encoder.encode((read_rgb(paths[i]) for i in missing), batch_size, on_batch)
-        new = {digests[i]: vector for i, vector in zip(missing, computed)}
-        known = {**known, **new}
+        step = save_every if (cache is not None and save_every > 0) else len(missing)
+        for start in range(0, len(missing), step):
+            chunk = missing[start : start + step]
+            computed = encoder.encode((read_rgb(paths[i]) for i in chunk), batch_size, on_batch)
+            new = {digests[i]: vector for i, vector in zip(chunk, computed)}
+            known.update(new)
+            if cache is not None and step < len(missing):
+                cache.add(new)
         if cache is not None:
             cache.vectors = known
             cache.save()
