@@ -6,6 +6,7 @@ import sys
 
 import typer
 
+from histosynth.cli import composition as composition_commands
 from histosynth.cli import data as data_commands
 from histosynth.cli import evaluate as evaluate_commands
 from histosynth.cli import train as train_commands
@@ -33,6 +34,7 @@ app = typer.Typer(
 app.add_typer(data_commands.app, name="data")
 app.add_typer(train_commands.app, name="train")
 app.add_typer(evaluate_commands.app, name="evaluate")
+app.add_typer(composition_commands.app, name="composition")
 app.command(name="sample")(sample)
 app.command(name="large")(large)
 app.command(name="transfer")(transfer)
