@@ -18,6 +18,7 @@ from histosynth.cli.transfer import transfer
 from histosynth.cli.report import report
 from histosynth.cli.sample import sample
 from histosynth.cli.serve import serve
+from histosynth.cli.synthesize import synthesize_balanced
 from histosynth.errors import HistosynthError
 
 #: Packages of the ``ml`` extra: commands that need them say so in one line when they are missing.
@@ -44,6 +45,7 @@ app.command(name="report")(report)
 app.command(name="serve")(serve)
 app.command(name="embed")(embed)
 app.command(name="prototypes")(prototypes)
+app.command(name="synthesize-balanced")(synthesize_balanced)
 
 
 def _print_version(value: bool) -> None:

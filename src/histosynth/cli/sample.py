@@ -9,6 +9,7 @@ import typer
 
 
 def sample(
+    ctx: typer.Context,
     model: Optional[Path] = typer.Option(None, "--model", help="Model folder (default: the shipped EBHI model)."),
     n: int = typer.Option(8, "--n", min=1, help="Tiles per class."),
     label: list[str] = typer.Option(
@@ -22,6 +23,24 @@ def sample(
     batch_size: int = typer.Option(16, min=1, help="Tiles per batch."),
     device: str = typer.Option("cpu", help="torch device, e.g. cpu or cuda."),
     out: Path = typer.Option(..., "--out", help="Output folder: images/, masks/, manifest.csv (rerun resumes)."),
+    ray: Optional[str] = typer.Option(
+        None, "--ray", metavar="ADDRESS", help="Sample on a Ray cluster: 'local' (start one here), 'auto' (the "
+        "running one) or host:port. Same files as without --ray; needs pip install 'histosynth[ray]'."),
+    ray_workers: int = typer.Option(0, "--ray-workers", min=0, help="Ray actors (0: one per GPU with a cuda "
+                                    "--device, else one per CPU of the cluster)."),
+    like: Optional[Path] = typer.Option(
+        None, "--like", metavar="IMG", help="Generate N tiles like this reference tile (a model from `histosynth "
+        "train like-model`); class and mask are conditions only if --label/--masks are given."),
+    like_weight: float = typer.Option(2.0, "--like-weight", min=0.0, help="Guidance weight of the --like "
+                                      "embedding (0 ignores it, 1 = plain conditional)."),
+    prototype: Optional[str] = typer.Option(
+        None, "--prototype", help="Generate N tiles steered towards this prototype (id or name) by classifier "
+        "guidance; class and mask are conditions only if --label/--masks are given."),
+    prototype_classifier: Optional[Path] = typer.Option(
+        None, "--prototype-classifier", help="Latent prototype classifier folder (`histosynth train "
+        "prototype-classifier`), for --prototype."),
+    prototype_guidance: float = typer.Option(3.0, "--prototype-guidance", min=0.0, help="Classifier guidance "
+                                             "weight w of --prototype (0 = unguided)."),
 ) -> None:
     """Generate class- and mask-conditioned tiles with their masks (resumes an interrupted run)."""
     from histosynth.cli.progress import progress_bar
@@ -33,11 +52,33 @@ def sample(
 
     if sampler not in ("ddim", "dpm"):
         raise InputError(f"unknown sampler {sampler!r}; choose ddim or dpm")
+    if like is not None or prototype is not None:
+        if ray is not None:
+            raise InputError("--ray does not take --like or --prototype yet")
+        from histosynth.cli.synthesize import guided_sample
+
+        return guided_sample(
+            model=model, n=n, labels=label, masks=masks, foreground=foreground, steps=steps, guidance=guidance,
+            sampler=sampler, seed=seed, batch_size=batch_size, device=device, out=out, like=like,
+            like_weight=like_weight, prototype=prototype, prototype_classifier=prototype_classifier,
+            prototype_guidance=prototype_guidance,
+            given={p for p in ("label", "masks") if getattr(ctx.get_parameter_source(p), "name", "") == "COMMANDLINE"})
+    if ray is not None:
+        from histosynth.distributed.ray_generate import check_ray_address
+
+        check_ray_address(ray)  # Ray missing or cluster unreachable: one line, before loading anything
     loaded = LatentDiffusionModel.load(model or default_model_dir())
     classes = loaded.classes
     ids = list(range(len(classes.labels))) if label == ["all"] else [classes.resolve_label(x) for x in label]
     source = MaskSource(None, foreground) if masks == "procedural" else MaskSource(Path(masks), foreground)
     settings = SamplingSettings(steps=steps, guidance=guidance, sampler=sampler, batch_size=batch_size)
     with progress_bar("sampling", n * len(ids)) as advance:
-        result = generate_dataset(loaded, out, n, ids, source, settings, seed=seed, device=device, on_tile=advance)
+        if ray is not None:
+            from histosynth.distributed.ray_generate import generate_dataset_ray
+
+            result = generate_dataset_ray(loaded, out, n, ids, source, settings, seed=seed, device=device,
+                                          address=ray, workers=ray_workers, on_tile=advance)
+        else:
+            result = generate_dataset(loaded, out, n, ids, source, settings, seed=seed, device=device,
+                                      on_tile=advance)
     typer.echo(f"{result.written} tiles written, {result.skipped_existing} already there -> {result.folder}")

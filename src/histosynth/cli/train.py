@@ -178,3 +178,79 @@ def encoder(
         result = train_histology_encoder(manifest, tiles, out, model_config, train_config, loss_config,
                                          on_step=_step_reporter(handle, train_config.steps))
     typer.echo(f"encoder: {result.steps} steps ({result.items_per_second:.1f} tiles/s) -> {result.folder}")
+
+
+@app.command("like-model")
+def like_model(
+    data: Path = DATA, out: Path = OUT, config: Optional[Path] = CONFIG, split: str = SPLIT,
+    steps: Optional[int] = STEPS, batch_size: Optional[int] = BATCH, classes: Optional[str] = CLASSES,
+    threads: Optional[int] = THREADS,
+    init: Optional[Path] = typer.Option(None, "--init", help="Base model folder to fine-tune (default: the shipped "
+                                        "EBHI model); its autoencoder is copied into OUT."),
+    encoder: Optional[str] = typer.Option(None, "--encoder", help="Registry encoder of the conditioning embedding "
+                                          "(default: model.encoder in the config, else histology)."),
+) -> None:
+    """Fine-tune a class + mask denoiser into one also conditioned on a tile embedding (for `sample --like`);
+    writes a complete model folder OUT."""
+    from histosynth.cli.progress import progress_bar
+    from histosynth.training.like import LikeModelConfig, train_like_model
+    from histosynth.training.objectives import EmbeddingDenoiserLossConfig
+    from histosynth.weights import default_model_dir
+
+    base = init or default_model_dir()
+    train_config, like_config, loss_config = _recipe_configs(config, steps, batch_size, threads, LikeModelConfig,
+                                                             EmbeddingDenoiserLossConfig)
+    if encoder is not None:
+        like_config = like_config.model_copy(update={"encoder": encoder})
+    from histosynth.models.autoencoder import AutoencoderConfig
+    from histosynth.models.folder import read_folder_config
+
+    tile_size = read_folder_config(base / "autoencoder", "autoencoder", AutoencoderConfig).tile_size
+    manifest, tiles = _load_tiles(data, split, classes or str(base / "classes.json"), tile_size)
+    with progress_bar("encoding latents + embeddings", len(tiles)) as encode_handle:
+        with progress_bar("fine-tuning like-model", train_config.steps) as handle:
+            result = train_like_model(manifest, tiles, out, base, like_config.encoder, train_config, loss_config,
+                                      like_config.embedding_hidden, on_step=_step_reporter(handle, train_config.steps),
+                                      on_encode=encode_handle)
+    typer.echo(f"like-model: {result.steps} steps ({result.items_per_second:.1f} latents/s) -> {out}")
+
+
+@app.command("prototype-classifier")
+def prototype_classifier(
+    prototypes: Path = typer.Option(..., "--prototypes", help="Prototype table .h5ad (from `histosynth prototypes`): "
+                                    "obs tile, prototype, prototype_id; uns prototype_centroids."),
+    out: Path = OUT, config: Optional[Path] = CONFIG, steps: Optional[int] = STEPS,
+    batch_size: Optional[int] = BATCH, threads: Optional[int] = THREADS,
+    model: Optional[Path] = typer.Option(None, "--model", help="Diffusion model folder whose latents and noise "
+                                         "schedule the classifier learns (default: the shipped EBHI model)."),
+) -> None:
+    """Train the latent prototype classifier C(prototype | z_t, t) for classifier guidance
+    (`sample --prototype`, `synthesize-balanced`); writes the classifier folder OUT."""
+    from histosynth.cli.progress import progress_bar
+    from histosynth.models.pipeline import LatentDiffusionModel
+    from histosynth.models.prototype_classifier import PrototypeClassifierConfig
+    from histosynth.training.prototypes import (
+        PrototypeLossConfig,
+        load_table_tiles,
+        read_prototype_table,
+        train_prototype_classifier,
+    )
+    from histosynth.weights import default_model_dir
+
+    table = read_prototype_table(prototypes)
+    loaded = LatentDiffusionModel.load(model or default_model_dir())
+    den = loaded.denoiser.config
+    model_values = {"latent_channels": den.latent_channels, "latent_size": den.latent_size,
+                    "num_prototypes": table.num_prototypes, "num_train_timesteps": den.num_train_timesteps,
+                    "beta_schedule": den.beta_schedule}
+    train_config, classifier_config, loss_config = _recipe_configs(
+        config, steps, batch_size, threads, PrototypeClassifierConfig, PrototypeLossConfig, model_values)
+    with progress_bar("loading tiles", len(table.tiles)) as advance:
+        tiles = load_table_tiles(table, loaded, on_item=advance)
+    with progress_bar("encoding latents", len(tiles)) as encode_handle:
+        with progress_bar("training prototype classifier", train_config.steps) as handle:
+            result = train_prototype_classifier(table, tiles, out, loaded, classifier_config, train_config,
+                                                loss_config, on_step=_step_reporter(handle, train_config.steps),
+                                                on_encode=encode_handle)
+    typer.echo(f"prototype classifier: {result.steps} steps ({result.items_per_second:.1f} latents/s), "
+               f"{table.num_prototypes} prototypes -> {result.folder}")

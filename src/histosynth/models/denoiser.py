@@ -12,6 +12,12 @@ Conditioning mechanisms (``DenoiserConfig.mask_conditioning``):
 The class enters through the UNet's class embedding. The null condition (classifier-free
 guidance) is class id ``num_labels`` together with an all-zero mask: zero fractions everywhere
 mean "mask unknown", so unlabelled tiles train exactly that input.
+
+Optionally (``embedding_dim > 0``, PixCell-style) a tile embedding from a registry encoder
+(``embedding_encoder``) is a further condition: a small MLP projects it onto the UNet's time
+embedding, where it is added to the class embedding. "No embedding" is a learned null embedding
+(also what a dropped embedding trains). The MLP's last layer starts at zero, so a new embedding
+model computes exactly what the class + mask denoiser it is fine-tuned from computes.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from diffusers import UNet2DConditionModel, UNet2DModel
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 from torch import nn
 
 from histosynth.models.folder import load_weights, read_folder_config, require_files, save_weights_folder
@@ -30,6 +36,7 @@ from histosynth.models.folder import load_weights, read_folder_config, require_f
 KIND = "denoiser"
 WEIGHTS_NAME = "denoiser.safetensors"
 MASK_PATCH = 4
+EMBEDDING_FIELDS = ("embedding_dim", "embedding_encoder", "embedding_hidden")
 
 
 class DenoiserConfig(BaseModel):
@@ -49,10 +56,38 @@ class DenoiserConfig(BaseModel):
     num_train_timesteps: int = 1000
     beta_schedule: Literal["squaredcos_cap_v2", "scaled_linear", "linear"] = "squaredcos_cap_v2"
     prediction_type: Literal["epsilon", "v_prediction"] = "v_prediction"
+    #: Size of the tile embedding the denoiser is also conditioned on; 0 (the default) means none.
+    embedding_dim: int = Field(0, ge=0)
+    #: Registry name (``histosynth.encoders``) of the encoder whose features are that embedding.
+    embedding_encoder: str | None = None
+    #: Hidden width of the embedding projection MLP.
+    embedding_hidden: int = Field(256, ge=1)
 
     @property
     def null_label(self) -> int:
         return self.num_labels
+
+    @model_serializer(mode="wrap")
+    def _omit_unused_embedding(self, handler: SerializerFunctionWrapHandler) -> dict:
+        """A denoiser without embedding writes the same config as before the embedding existed."""
+        data = handler(self)
+        if not self.embedding_dim:
+            for key in EMBEDDING_FIELDS:
+                data.pop(key, None)
+        return data
+
+
+class _ClassEmbedding(nn.Embedding):
+    """The UNet's class embedding plus ``extra`` (the projected tile embedding) while it is set.
+
+    Same parameters (and state-dict keys) as ``nn.Embedding``, so base denoiser weights load into it.
+    """
+
+    extra: torch.Tensor | None = None
+
+    def forward(self, labels: torch.Tensor) -> torch.Tensor:
+        out = super().forward(labels)
+        return out if self.extra is None else out + self.extra.to(out.dtype)
 
 
 def _block_types(config: DenoiserConfig, cross: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -111,8 +146,52 @@ class ConditionalDenoiser(nn.Module):
                 num_class_embeds=classes,
                 norm_num_groups=config.norm_num_groups,
             )
+        if config.embedding_dim:
+            self._add_embedding_condition(config)
+
+    def _add_embedding_condition(self, config: DenoiserConfig) -> None:
+        base = self.unet.class_embedding
+        self.unet.class_embedding = _ClassEmbedding(base.num_embeddings, base.embedding_dim)
+        self.unet.class_embedding.load_state_dict(base.state_dict())
+        self.embedding_null = nn.Parameter(torch.randn(config.embedding_dim))
+        last = nn.Linear(config.embedding_hidden, base.embedding_dim)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        dim, hidden = config.embedding_dim, config.embedding_hidden
+        self.embedding_proj = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.SiLU(), last)
+
+    def project_embedding(self, embeddings: torch.Tensor | None, batch: int,
+                          drop: torch.Tensor | None = None) -> torch.Tensor:
+        """Projected embeddings (B, time-embedding width); ``None`` or ``drop`` rows use the null embedding."""
+        null = self.embedding_null.unsqueeze(0)
+        if embeddings is None:
+            values = null.expand(batch, -1)
+        else:
+            if tuple(embeddings.shape) != (batch, self.config.embedding_dim):
+                raise ValueError(f"embeddings must be ({batch}, {self.config.embedding_dim}), "
+                                 f"got {tuple(embeddings.shape)}")
+            values = embeddings.to(null.dtype)
+            if drop is not None:
+                values = torch.where(drop.view(-1, 1), null, values)
+        return self.embedding_proj(values)
 
     def forward(
+        self, latent: torch.Tensor, timestep: torch.Tensor, labels: torch.Tensor, mask_fractions: torch.Tensor,
+        embeddings: torch.Tensor | None = None, drop_embedding: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Model output; ``embeddings`` (B, embedding_dim) only for an embedding model, where ``None`` =
+        the null embedding and ``drop_embedding`` (B bools) replaces chosen rows with it."""
+        if not self.config.embedding_dim:
+            if embeddings is not None:
+                raise ValueError("this denoiser takes no embeddings (embedding_dim is 0)")
+            return self._forward(latent, timestep, labels, mask_fractions)
+        self.unet.class_embedding.extra = self.project_embedding(embeddings, len(latent), drop_embedding)
+        try:
+            return self._forward(latent, timestep, labels, mask_fractions)
+        finally:
+            self.unet.class_embedding.extra = None
+
+    def _forward(
         self, latent: torch.Tensor, timestep: torch.Tensor, labels: torch.Tensor, mask_fractions: torch.Tensor
     ) -> torch.Tensor:
         if self.config.mask_conditioning == "none":

@@ -4,6 +4,11 @@ Guidance follows diffusers' convention: ``out = uncond + w * (cond - uncond)``, 
 the unconditional model and ``w = 1`` the conditional one; both branches run in one batched
 forward. Every tile draws its initial noise from its own generator seeded by its own seed, so a
 tile's pixels do not depend on the batch it was sampled in.
+
+Two optional conditions sit on top (both off, i.e. the code above exactly, unless asked for):
+a tile embedding for a denoiser trained with one (``--like``: its own guidance weight, see
+:class:`GuidedDenoiser`), and classifier guidance towards a prototype by a latent classifier
+(:mod:`histosynth.sampling.guidance`, DDIM only).
 """
 
 from __future__ import annotations
@@ -42,14 +47,20 @@ class GuidedDenoiser:
     """Classifier-free-guided model output, ``uncond + w * (cond - uncond)``, in one batched forward.
 
     The null condition is the null class with all-zero condition maps (mask fractions, or nothing
-    for a model without spatial conditions).
+    for a model without spatial conditions). With tile ``embeddings`` (an embedding denoiser) the
+    output is ``uncond + w (cond - uncond) + w_e (cond_e - cond)``, where ``cond`` has the null
+    embedding and ``cond_e`` the given one; when every class and mask is null, ``cond == uncond``
+    and only two branches run.
     """
 
-    def __init__(self, denoiser: torch.nn.Module, guidance: float) -> None:
-        self.denoiser, self.guidance = denoiser, guidance
+    def __init__(self, denoiser: torch.nn.Module, guidance: float, embedding_guidance: float = 1.0) -> None:
+        self.denoiser, self.guidance, self.embedding_guidance = denoiser, guidance, embedding_guidance
         self.null_label = denoiser.config.null_label
 
-    def __call__(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, conditions: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, conditions: torch.Tensor,
+                 embeddings: torch.Tensor | None = None) -> torch.Tensor:
+        if embeddings is not None:
+            return self._with_embeddings(x, t, labels, conditions, embeddings)
         w = self.guidance
         if w == 1.0:
             return self.denoiser(x, t.expand(len(x)), labels, conditions)
@@ -61,6 +72,27 @@ class GuidedDenoiser:
         cond, uncond = out.chunk(2)
         return uncond + w * (cond - uncond)
 
+    def _with_embeddings(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, conditions: torch.Tensor,
+                         embeddings: torch.Tensor) -> torch.Tensor:
+        n, w, w_e = len(x), self.guidance, self.embedding_guidance
+        null_labels = torch.full_like(labels, self.null_label)
+        zeros = torch.zeros_like(conditions)
+        kept = torch.zeros(n, dtype=torch.bool, device=x.device)  # drop_embedding flags
+        dropped = ~kept
+        if bool((labels == self.null_label).all()) and not bool(conditions.any()):
+            if w_e == 1.0:
+                return self.denoiser(x, t.expand(n), labels, conditions, embeddings)
+            out = self.denoiser(torch.cat([x, x]), t.expand(2 * n), torch.cat([labels, null_labels]),
+                                torch.cat([conditions, zeros]), torch.cat([embeddings, embeddings]),
+                                torch.cat([kept, dropped]))
+            cond_e, uncond = out.chunk(2)
+            return uncond + w_e * (cond_e - uncond)
+        out = self.denoiser(torch.cat([x, x, x]), t.expand(3 * n), torch.cat([labels, labels, null_labels]),
+                            torch.cat([conditions, conditions, zeros]), torch.cat([embeddings] * 3),
+                            torch.cat([kept, dropped, dropped]))
+        cond_e, cond, uncond = out.chunk(3)
+        return uncond + w * (cond - uncond) + w_e * (cond_e - cond)
+
 
 @dataclass
 class SamplingSettings:
@@ -68,16 +100,23 @@ class SamplingSettings:
     guidance: float = 2.0
     sampler: SamplerName = "ddim"
     batch_size: int = 16
+    #: Guidance weight of the tile embedding (embedding denoisers, ``--like``): 0 ignores it, 1 = plain conditional.
+    like_weight: float = 2.0
+    #: Classifier-guidance weight towards a prototype (0 = off: the unguided code path exactly).
+    prototype_guidance: float = 0.0
 
 
 class TileSampler:
     """Generate tiles for given labels, masks and seeds from a :class:`LatentDiffusionModel`."""
 
-    def __init__(self, model: LatentDiffusionModel, settings: SamplingSettings, device: str | torch.device = "cpu"):
+    def __init__(self, model: LatentDiffusionModel, settings: SamplingSettings, device: str | torch.device = "cpu",
+                 classifier: torch.nn.Module | None = None):
         self.model = model.to(device)
         self.settings = settings
         self.device = torch.device(device)
         self.tile_size = model.autoencoder_config.tile_size
+        #: The latent prototype classifier for classifier guidance (``prototypes=`` in :meth:`sample`).
+        self.classifier = classifier.to(self.device) if classifier is not None else None
 
     def check_mask(self, mask: np.ndarray, source: str = "mask") -> None:
         """A mask must be tile-sized and hold valid class ids."""
@@ -95,15 +134,24 @@ class TileSampler:
 
     @torch.inference_mode()
     def denoise(self, latents: torch.Tensor, labels: torch.Tensor, fractions: torch.Tensor,
-                on_step: Callable[[], None] | None = None) -> torch.Tensor:
-        """Run the reverse process from ``latents`` (already noise) with batched CFG."""
+                on_step: Callable[[], None] | None = None, embeddings: torch.Tensor | None = None,
+                prototypes: torch.Tensor | None = None) -> torch.Tensor:
+        """Run the reverse process from ``latents`` (already noise) with batched CFG.
+
+        ``embeddings`` (N, D) condition an embedding denoiser; ``prototypes`` (N,) ids are the classifier
+        guidance targets (used when ``settings.prototype_guidance`` is not 0).
+        """
         scheduler = build_scheduler(self.model, self.settings.sampler)
         scheduler.set_timesteps(self.settings.steps, device=self.device)
         latents = latents.to(self.device) * scheduler.init_noise_sigma
-        guided = GuidedDenoiser(self.model.denoiser, self.settings.guidance)
+        guided = GuidedDenoiser(self.model.denoiser, self.settings.guidance, self.settings.like_weight)
         labels, fractions = labels.to(self.device), fractions.to(self.device)
+        extra = {} if embeddings is None else {"embeddings": embeddings.to(self.device, torch.float32)}
+        steer = self._classifier_guidance(scheduler, prototypes)
         for t in scheduler.timesteps:
-            out = guided(scheduler.scale_model_input(latents, t), t, labels, fractions)
+            out = guided(scheduler.scale_model_input(latents, t), t, labels, fractions, **extra)
+            if steer is not None:
+                out = steer(out, latents, t)
             latents = scheduler.step(out, t, latents).prev_sample
             if on_step is not None:
                 on_step()
@@ -119,16 +167,58 @@ class TileSampler:
         images = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         return images.permute(0, 2, 3, 1).cpu().numpy()
 
-    def sample(self, labels: Sequence[int], masks: Sequence[np.ndarray], seeds: Sequence[int],
-               on_step: Callable[[], None] | None = None) -> np.ndarray:
-        """Generate one tile per (label, mask, seed); returns uint8 N x H x W x 3."""
+    def _classifier_guidance(self, scheduler, prototypes: torch.Tensor | None):
+        weight = self.settings.prototype_guidance
+        if prototypes is None or weight == 0:
+            return None
+        from histosynth.sampling.guidance import ClassifierGuidance
+
+        if self.classifier is None:
+            raise ValueError("prototype guidance needs a TileSampler built with a classifier")
+        if self.settings.sampler != "ddim":
+            raise InputError(f"prototype guidance runs in the DDIM sampler; got --sampler {self.settings.sampler}")
+        targets = prototypes.to(self.device)
+        guidance = ClassifierGuidance(self.classifier, weight, self.model.denoiser.config.prediction_type,
+                                      scheduler.alphas_cumprod)
+        return lambda out, latents, t: guidance(out, latents, t, targets)
+
+    def sample(self, labels: Sequence[int], masks: Sequence[np.ndarray | None], seeds: Sequence[int],
+               on_step: Callable[[], None] | None = None, embeddings: np.ndarray | torch.Tensor | None = None,
+               prototypes: Sequence[int] | None = None) -> np.ndarray:
+        """Generate one tile per (label, mask, seed); returns uint8 N x H x W x 3.
+
+        A ``None`` mask is "mask unknown" (all-zero fractions); a label may be the null class.
+        ``embeddings`` (N, D) and ``prototypes`` (N ids) are the optional extra conditions.
+        """
         if not len(labels) == len(masks) == len(seeds):
             raise ValueError("labels, masks and seeds must have the same length")
         for label in labels:
             if not 0 <= label <= self.model.denoiser.config.null_label:
                 raise InputError(f"unknown class id {label}")
-        mask_tensor = torch.from_numpy(np.stack(masks)).to(torch.uint8)
-        fractions = mask_fractions(mask_tensor, torch.ones(len(masks), dtype=torch.bool),
-                                   self.model.classes.num_mask_classes, self.model.autoencoder_config.downsample)
-        latents = self.denoise(self.initial_noise(seeds), torch.tensor(list(labels)), fractions, on_step)
+        size = self.tile_size
+        known = torch.tensor([m is not None for m in masks])
+        mask_tensor = torch.from_numpy(np.stack([np.zeros((size, size), np.uint8) if m is None else m for m in masks]))
+        fractions = mask_fractions(mask_tensor.to(torch.uint8), known, self.model.classes.num_mask_classes,
+                                   self.model.autoencoder_config.downsample)
+        if embeddings is not None:
+            embeddings = torch.as_tensor(np.asarray(embeddings), dtype=torch.float32)
+            if embeddings.shape != (len(labels), self.model.denoiser.config.embedding_dim):
+                raise InputError(f"embeddings are {tuple(embeddings.shape)}, the denoiser takes "
+                                 f"({len(labels)}, {self.model.denoiser.config.embedding_dim})")
+        if prototypes is not None:
+            prototypes = self._check_prototypes(prototypes, len(labels))
+        latents = self.denoise(self.initial_noise(seeds), torch.tensor(list(labels)), fractions, on_step,
+                               embeddings, prototypes)
         return self.decode(latents)
+
+    def _check_prototypes(self, prototypes: Sequence[int], n: int) -> torch.Tensor:
+        if len(prototypes) != n:
+            raise ValueError("one prototype id per tile is needed")
+        if self.classifier is None:
+            raise ValueError("prototypes need a TileSampler built with a prototype classifier")
+        known = self.classifier.config.num_prototypes
+        for p in prototypes:
+            if not 0 <= int(p) < known:
+                raise InputError(f"prototype id {int(p)} is out of range: the classifier knows {known} prototypes "
+                                 f"(0..{known - 1})")
+        return torch.tensor([int(p) for p in prototypes])

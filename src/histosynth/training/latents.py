@@ -11,18 +11,23 @@ from histosynth.training.tensors import dihedral, to_unit_range
 
 @torch.no_grad()
 def encode_dihedral(
-    autoencoder, images: torch.Tensor, batch_size: int = 32, on_batch: Callable[[int], None] | None = None
+    autoencoder, images: torch.Tensor, batch_size: int = 32, on_batch: Callable[[int], None] | None = None,
+    variants: int = 8,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Posterior mean and log-variance of every tile under the 8 dihedral transforms: (N,8,C,h,w) fp16.
+    """Posterior mean and log-variance of every tile under the first ``variants`` of the 8 dihedral
+    transforms (default all 8; 1 = the tile as it is): (N,variants,C,h,w) fp16.
 
-    Runs on the autoencoder's device; results come back on the CPU.
+    Runs on the autoencoder's device; results come back on the CPU. (The autoencoder is not
+    rotation-equivariant, so each variant is encoded, not derived by rotating a latent.)
     """
+    if not 1 <= variants <= 8:
+        raise ValueError("variants must be 1..8")
     device = next(autoencoder.parameters()).device
     means, logvars = [], []
     for start in range(0, len(images), batch_size):
         batch = to_unit_range(images[start:start + batch_size].to(device))
         variants_mean, variants_logvar = [], []
-        for k in range(8):
+        for k in range(variants):
             posterior = autoencoder.encode(dihedral(batch, k)).latent_dist
             variants_mean.append(posterior.mean.half())
             variants_logvar.append(posterior.logvar.half())

@@ -26,6 +26,15 @@ class DenoiserLossConfig(BaseModel):
     condition_dropout: float = Field(0.1, ge=0, le=1)
 
 
+class EmbeddingDenoiserLossConfig(DenoiserLossConfig):
+    """Embedding denoiser (``--like``) training: the embedding is dropped to the learned null embedding
+    independently of the class + mask condition."""
+
+    embedding_dropout: float = Field(0.1, ge=0, le=1)
+    #: Dihedral variants of each tile to encode (8 = all symmetries; 1 = 8x cheaper encoding on a CPU).
+    latent_variants: int = Field(8, ge=1, le=8)
+
+
 def _random_dihedral(x: torch.Tensor, ks: torch.Tensor) -> torch.Tensor:
     return torch.stack([dihedral(item, int(k)) for item, k in zip(x, ks)])
 
@@ -65,8 +74,10 @@ class DenoiserObjective:
     """Noise-prediction loss on cached latents, with condition dropout for classifier-free guidance.
 
     ``latent_mean``/``latent_logvar`` hold the autoencoder posterior of each tile under each of the
-    8 dihedral transforms (N,8,C,h,w); one variant is drawn per sample and per step, and the mask
-    fractions are transformed the same way.
+    8 dihedral transforms (N,8,C,h,w) (or the first V of them, (N,V,C,h,w)); one variant is drawn
+    per sample and per step, and the mask fractions are transformed the same way. ``embeddings``
+    (N,V,D), only for an embedding denoiser, are the tile embeddings of the same variants; they are
+    dropped to the null embedding with ``settings.embedding_dropout``.
     """
 
     latent_mean: torch.Tensor
@@ -78,13 +89,14 @@ class DenoiserObjective:
     null_label: int
     noise_scheduler: object  # diffusers DDPMScheduler
     settings: DenoiserLossConfig
+    embeddings: torch.Tensor | None = None
 
     def num_items(self) -> int:
         return len(self.labels)
 
     def loss(self, model, indices, generator, device):
         n = len(indices)
-        ks = torch.randint(0, 8, (n,), generator=generator)
+        ks = torch.randint(0, self.latent_mean.shape[1], (n,), generator=generator)
         mean = self.latent_mean[indices, ks].float()
         std = torch.exp(0.5 * self.latent_logvar[indices, ks].float())
         z = mean + std * torch.randn(mean.shape, generator=generator)
@@ -102,6 +114,12 @@ class DenoiserObjective:
             target = self.noise_scheduler.get_velocity(z, noise, t)
         else:
             target = noise
-        prediction = model(noisy.to(device), t.to(device), labels.to(device), fractions.to(device))
+        extra, metrics = {}, {"dropped": float(drop.float().mean())}
+        if self.embeddings is not None:  # drawn last: runs without embeddings draw exactly what they did before
+            drop_embedding = torch.rand(n, generator=generator) < self.settings.embedding_dropout
+            extra = {"embeddings": self.embeddings[indices, ks].float().to(device),
+                     "drop_embedding": drop_embedding.to(device)}
+            metrics["embedding_dropped"] = float(drop_embedding.float().mean())
+        prediction = model(noisy.to(device), t.to(device), labels.to(device), fractions.to(device), **extra)
         loss = F.mse_loss(prediction.float(), target.to(device))
-        return loss, {"dropped": float(drop.float().mean())}
+        return loss, metrics

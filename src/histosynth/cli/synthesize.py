@@ -1,0 +1,121 @@
+"""``histosynth synthesize-balanced`` and the ``--like`` / ``--prototype`` modes of ``histosynth sample``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def _condition(loaded, label: Optional[str], masks: Optional[str], foreground: float, seed: int):
+    """The class id (null class when no label is given) and a mask picker (no mask unless asked for)."""
+    from histosynth.sampling.generate import MaskSource
+    from histosynth.sampling.guidance import mask_picker
+
+    label_id = loaded.classes.resolve_label(label) if label is not None else loaded.denoiser.config.null_label
+    source = None if masks is None else MaskSource(None if masks == "procedural" else Path(masks), foreground)
+    return label_id, mask_picker(loaded, source, seed)
+
+
+def _settings(steps: int, guidance: float, sampler: str, batch_size: int, like_weight: float = 2.0,
+              prototype_guidance: float = 0.0):
+    from histosynth.errors import InputError
+    from histosynth.sampling.sampler import SamplingSettings
+
+    if sampler not in ("ddim", "dpm"):
+        raise InputError(f"unknown sampler {sampler!r}; choose ddim or dpm")
+    if prototype_guidance and sampler != "ddim":
+        raise InputError("prototype guidance runs in the DDIM sampler; use --sampler ddim")
+    return SamplingSettings(steps=steps, guidance=guidance, sampler=sampler, batch_size=batch_size,
+                            like_weight=like_weight, prototype_guidance=prototype_guidance)
+
+
+def guided_sample(
+    *, model: Optional[Path], n: int, labels: list[str], masks: str, foreground: float, steps: int, guidance: float,
+    sampler: str, seed: int, batch_size: int, device: str, out: Path, like: Optional[Path], like_weight: float,
+    prototype: Optional[str], prototype_classifier: Optional[Path], prototype_guidance: float, given: set[str],
+) -> None:
+    """``histosynth sample --like IMG`` / ``--prototype P``: ``n`` tiles; the class and mask are conditions
+    only when ``--label`` / ``--masks`` were given on the command line (named in ``given``; else null class,
+    no mask)."""
+    from histosynth.cli.progress import progress_bar
+    from histosynth.errors import InputError
+    from histosynth.models.pipeline import LatentDiffusionModel
+    from histosynth.sampling.guidance import (
+        embed_reference,
+        generate_guided,
+        like_tiles,
+        load_guidance_classifier,
+        prototype_tiles,
+    )
+    from histosynth.weights import default_model_dir
+
+    if like is not None and prototype is not None:
+        raise InputError("--like and --prototype are separate modes; give one")
+    if "label" in given and len(labels) != 1:
+        raise InputError("--like / --prototype take at most one --label")
+    settings = _settings(steps, guidance, sampler, batch_size, like_weight,
+                         prototype_guidance if prototype is not None else 0.0)
+    loaded = LatentDiffusionModel.load(model or default_model_dir())
+    label_id, pick = _condition(loaded, labels[0] if "label" in given else None, masks if "masks" in given else None,
+                                foreground, seed)
+    classifier = None
+    if like is not None:
+        embedding, reference = embed_reference(loaded, like, device)
+        tiles = like_tiles(n, embedding, reference, label_id, pick, seed, like_weight)
+    else:
+        if prototype_classifier is None:
+            raise InputError("--prototype needs --prototype-classifier FOLDER "
+                             "(`histosynth train prototype-classifier`)")
+        from histosynth.models.prototype_classifier import resolve_prototype
+
+        classifier, names, identity = load_guidance_classifier(prototype_classifier, loaded)
+        proto = resolve_prototype(prototype, names, prototype_classifier)
+        tiles = prototype_tiles([proto], names, n, label_id, pick, seed, prototype_guidance, identity)
+    with progress_bar("sampling", len(tiles)) as advance:
+        result = generate_guided(loaded, out, tiles, settings, classifier, device, on_tile=advance)
+    typer.echo(f"{result.written} tiles written, {result.skipped_existing} already there -> {result.folder}")
+
+
+def synthesize_balanced(
+    per_prototype: int = typer.Option(..., "--per-prototype", min=1, help="Tiles per prototype."),
+    prototype_classifier: Path = typer.Option(..., "--prototype-classifier", help="Latent prototype classifier "
+                                              "folder (`histosynth train prototype-classifier`)."),
+    out: Path = typer.Option(..., "--out", help="Output folder: images/, manifest.csv with a prototype column "
+                             "(rerun resumes)."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Model folder (default: the shipped EBHI model)."),
+    prototype: Optional[list[str]] = typer.Option(None, "--prototype", help="Only these prototypes (id or name; "
+                                                  "repeat). Default: every prototype the classifier knows."),
+    prototype_guidance: float = typer.Option(3.0, "--prototype-guidance", min=0.0,
+                                             help="Classifier guidance weight w (0 = unguided)."),
+    label: Optional[str] = typer.Option(None, "--label", help="Also condition on this class (default: none)."),
+    masks: Optional[str] = typer.Option(None, "--masks", help="Also condition on masks: a folder of PNG masks or "
+                                        "'procedural' (default: none; tiles are written without masks)."),
+    foreground: float = typer.Option(0.6, min=0.0, max=1.0, help="Foreground fraction of procedural masks."),
+    steps: int = typer.Option(50, min=1, help="Sampling steps (DDIM)."),
+    guidance: float = typer.Option(2.0, min=0.0, help="Classifier-free guidance weight of --label/--masks."),
+    seed: int = typer.Option(0, help="Base seed: tile j of the set uses seed + j."),
+    batch_size: int = typer.Option(16, min=1, help="Tiles per batch."),
+    device: str = typer.Option("cpu", help="torch device, e.g. cpu or cuda."),
+) -> None:
+    """Generate a prototype-balanced synthetic set: PER_PROTOTYPE tiles guided towards each prototype by the
+    latent classifier (classifier guidance in DDIM). Resumes an interrupted run."""
+    from histosynth.cli.progress import progress_bar
+    from histosynth.models.pipeline import LatentDiffusionModel
+    from histosynth.models.prototype_classifier import resolve_prototype
+    from histosynth.sampling.guidance import generate_guided, load_guidance_classifier, prototype_tiles
+    from histosynth.weights import default_model_dir
+
+    settings = _settings(steps, guidance, "ddim", batch_size, prototype_guidance=prototype_guidance)
+    loaded = LatentDiffusionModel.load(model or default_model_dir())
+    classifier, names, identity = load_guidance_classifier(prototype_classifier, loaded)
+    chosen = [resolve_prototype(p, names, prototype_classifier) for p in prototype] if prototype else \
+        list(range(len(names)))
+    label_id, pick = _condition(loaded, label, masks, foreground, seed)
+    tiles = prototype_tiles(list(dict.fromkeys(chosen)), names, per_prototype, label_id, pick, seed,
+                            prototype_guidance, identity)
+    with progress_bar("sampling", len(tiles)) as advance:
+        result = generate_guided(loaded, out, tiles, settings, classifier, device, on_tile=advance)
+    typer.echo(f"{result.written} tiles written, {result.skipped_existing} already there, "
+               f"{len(set(chosen))} prototypes -> {result.folder}")

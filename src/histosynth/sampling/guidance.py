@@ -1,0 +1,255 @@
+"""Generation steered by a reference tile (``--like``) or by a prototype (classifier guidance).
+
+- :class:`ClassifierGuidance` adds ``w * grad log C(y | z_t, t)`` of a latent prototype classifier
+  to the model output in the DDIM loop: ``eps <- eps - w sqrt(1 - a_t) grad`` (Dhariwal & Nichol),
+  converted for v-prediction (``v <- v + d_eps / sqrt(a_t)``, the same step as the guided eps).
+- :func:`embed_reference` turns a reference tile into the embedding an embedding denoiser was
+  trained on (same registry encoder, checked by weights identity).
+- :func:`generate_guided` writes such tiles as a resumable synthetic dataset folder. Tiles may
+  have no mask (the mask column is then empty, "mask unknown", as in real manifests); the extra
+  ``condition`` and ``prototype`` columns record what steered each tile.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from histosynth.errors import ModelFolderError
+from histosynth.io import atomic_open, file_digest, remove_stale_temporaries, save_png
+from histosynth.models.pipeline import DENOISER_DIR, LatentDiffusionModel
+from histosynth.models.prototype_classifier import KIND as CLASSIFIER_KIND
+from histosynth.models.prototype_classifier import WEIGHTS_NAME as CLASSIFIER_WEIGHTS
+from histosynth.models.prototype_classifier import PrototypeClassifier, load_prototype_classifier
+from histosynth.sampling.generate import GenerationResult, MaskSource
+from histosynth.sampling.sampler import SamplingSettings, TileSampler
+from histosynth.sampling.writer import MANIFEST_COLUMNS
+
+#: Below this alpha_bar (the first step of a trailing schedule, alpha_bar ~ 2e-9: pure noise) no
+#: classifier gradient is added: eps-form guidance is amplified by 1 / sqrt(alpha_bar) there.
+MIN_ALPHA_BAR = 1e-4
+GUIDED_COLUMNS = (*MANIFEST_COLUMNS, "condition", "prototype")
+
+
+class ClassifierGuidance:
+    """Shift a model output (eps or v) by the gradient of ``log C(targets | z_t, t)``, weight ``weight``."""
+
+    def __init__(self, classifier: PrototypeClassifier, weight: float, prediction_type: str,
+                 alphas_cumprod: torch.Tensor) -> None:
+        self.classifier, self.weight, self.prediction_type = classifier, weight, prediction_type
+        self.alphas_cumprod = alphas_cumprod.detach().cpu()
+
+    def gradient(self, latents: torch.Tensor, t: torch.Tensor | int, targets: torch.Tensor) -> torch.Tensor:
+        """``d/dz sum_i log C(targets_i | z_i, t)``: each tile's gradient of its own log-probability."""
+        with torch.inference_mode(False), torch.enable_grad():
+            z = latents.detach().clone().float().requires_grad_(True)
+            steps = torch.full((len(z),), int(t), device=z.device, dtype=torch.long)
+            log_p = self.classifier(z, steps).float().log_softmax(-1)
+            chosen = log_p.gather(1, targets.detach().clone().view(-1, 1).to(z.device)).sum()
+            (grad,) = torch.autograd.grad(chosen, z)
+        return grad
+
+    def __call__(self, output: torch.Tensor, latents: torch.Tensor, t: torch.Tensor | int,
+                 targets: torch.Tensor) -> torch.Tensor:
+        alpha_bar = float(self.alphas_cumprod[int(t)])
+        if self.weight == 0 or alpha_bar < MIN_ALPHA_BAR:
+            return output
+        d_eps = -self.weight * (1.0 - alpha_bar) ** 0.5 * self.gradient(latents, t, targets)
+        if self.prediction_type == "v_prediction":
+            d_eps = d_eps / alpha_bar ** 0.5
+        return output + d_eps.to(output.dtype)
+
+
+def load_guidance_classifier(folder: str | Path,
+                             model: LatentDiffusionModel) -> tuple[PrototypeClassifier, list[str], str]:
+    """Classifier, prototype names and identity; refused unless it matches ``model``'s latents and schedule."""
+    from histosynth.models.folder import read_folder_manifest
+
+    folder = Path(folder)
+    classifier, names = load_prototype_classifier(folder)
+    c, d, ae = classifier.config, model.denoiser.config, model.autoencoder_config
+    if (c.latent_channels, c.latent_size) != (d.latent_channels, d.latent_size):
+        raise ModelFolderError(f"classifier latents are {c.latent_channels}x{c.latent_size}x{c.latent_size}, the "
+                               f"model's {d.latent_channels}x{d.latent_size}x{d.latent_size}", folder)
+    if (c.num_train_timesteps, c.beta_schedule) != (d.num_train_timesteps, d.beta_schedule):
+        raise ModelFolderError("classifier was trained under another noise schedule than the model's", folder)
+    scaling = read_folder_manifest(folder, CLASSIFIER_KIND).get("latent_scaling")
+    if scaling is not None and not np.allclose(
+            [scaling["scaling_factor"], *scaling["latent_shift"]], [ae.scaling_factor, *ae.latent_shift], rtol=1e-5):
+        raise ModelFolderError("classifier was trained on latents of another autoencoder than the model's", folder)
+    return classifier, names, f"{folder.name}@{file_digest(folder / CLASSIFIER_WEIGHTS)[:12]}"
+
+
+def embed_reference(model: LatentDiffusionModel, image_path: str | Path,
+                    device: str = "cpu") -> tuple[np.ndarray, str]:
+    """The embedding of a reference tile (resized to the model's tile size) and ``<file>@<sha12>``."""
+    from PIL import Image
+
+    from histosynth.data.images import read_rgb
+    from histosynth.encoders.registry import get_encoder
+    from histosynth.models.folder import read_folder_manifest
+
+    config = model.denoiser.config
+    if not config.embedding_dim or not config.embedding_encoder:
+        raise ModelFolderError("this model is not conditioned on tile embeddings (needed by --like); train one "
+                               "with `histosynth train like-model`", model.folder)
+    encoder = get_encoder(config.embedding_encoder, device)
+    trained_with = read_folder_manifest(model.folder / DENOISER_DIR, "denoiser").get("embedding_encoder_identity")
+    if trained_with is not None and trained_with != encoder.identity:
+        raise ModelFolderError(f"the denoiser was trained on {trained_with} embeddings but this install's encoder is "
+                               f"{encoder.identity}", model.folder)
+    image = read_rgb(image_path)
+    size = model.autoencoder_config.tile_size
+    if image.shape[:2] != (size, size):
+        image = np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC))
+    embedding = encoder.encode([image])[0].astype(np.float32)
+    if embedding.shape != (config.embedding_dim,):
+        raise ModelFolderError(f"encoder {config.embedding_encoder} gives {embedding.shape[0]}-d features, the "
+                               f"denoiser takes {config.embedding_dim}", model.folder)
+    return embedding, f"{Path(image_path).name}@{file_digest(image_path)[:12]}"
+
+
+@dataclass
+class GuidedTile:
+    """One tile to generate: id, class id (or the null class), optional mask and extra conditions."""
+
+    id: str
+    label: int
+    seed: int
+    mask: np.ndarray | None = None
+    mask_source: str = ""
+    embedding: np.ndarray | None = None
+    prototype: int | None = None
+    condition: str = ""
+    kind: tuple[bool, bool] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.kind = (self.embedding is not None, self.prototype is not None)
+
+
+class GuidedDatasetWriter:
+    """``images/``, ``masks/`` (only for tiles with a mask) and ``manifest.csv`` written atomically."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        for sub in ("images", "masks"):
+            (self.folder / sub).mkdir(parents=True, exist_ok=True)
+        for sub in ("", "images", "masks"):
+            remove_stale_temporaries(self.folder / sub)
+        self.rows: dict[str, dict[str, str]] = {}
+        manifest = self.folder / "manifest.csv"
+        if manifest.exists():
+            with open(manifest, newline="", encoding="utf-8") as handle:
+                for row in csv.DictReader(handle):
+                    files = [row.get("image", ""), row.get("mask", "")]
+                    if row.get("id") and all((self.folder / f).is_file() for f in files if f):
+                        self.rows[row["id"]] = {k: row.get(k, "") for k in GUIDED_COLUMNS}
+
+    def done_ids(self) -> set[str]:
+        return set(self.rows)
+
+    def add(self, row: dict[str, object], image: np.ndarray, mask: np.ndarray | None) -> None:
+        save_png(self.folder / str(row["image"]), image)
+        if mask is not None:
+            save_png(self.folder / str(row["mask"]), mask.astype(np.uint8))
+        self.rows[str(row["id"])] = {k: str(row.get(k, "")) for k in GUIDED_COLUMNS}
+
+    def flush(self, order: Sequence[str]) -> Path:
+        path = self.folder / "manifest.csv"
+        with atomic_open(path, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=GUIDED_COLUMNS)
+            writer.writeheader()
+            writer.writerows(self.rows[i] for i in order if i in self.rows)
+        return path
+
+
+def _batches(jobs: list[GuidedTile], size: int) -> list[list[GuidedTile]]:
+    """Consecutive batches of at most ``size`` tiles that share which extra conditions they have."""
+    batches: list[list[GuidedTile]] = []
+    for job in jobs:
+        if not batches or len(batches[-1]) == size or batches[-1][0].kind != job.kind:
+            batches.append([])
+        batches[-1].append(job)
+    return batches
+
+
+def generate_guided(
+    model: LatentDiffusionModel,
+    out: str | Path,
+    tiles: list[GuidedTile],
+    settings: SamplingSettings,
+    classifier: PrototypeClassifier | None = None,
+    device: str = "cpu",
+    on_tile: Callable[[int], None] | None = None,
+) -> GenerationResult:
+    """Write ``tiles`` into ``out``; ids already written are skipped, so a rerun resumes."""
+    sampler = TileSampler(model, settings, device, classifier)
+    writer = GuidedDatasetWriter(out)
+    done, order = writer.done_ids(), [t.id for t in tiles]
+    if len(set(order)) != len(order):
+        raise ValueError("tile ids must be unique")
+    jobs = [t for t in tiles if t.id not in done]
+    if on_tile is not None and len(tiles) > len(jobs):
+        on_tile(len(tiles) - len(jobs))
+    names, identity = model.classes.labels, model.identity
+    for batch in _batches(jobs, settings.batch_size):
+        embeddings = np.stack([j.embedding for j in batch]) if batch[0].embedding is not None else None
+        prototypes = [j.prototype for j in batch] if batch[0].prototype is not None else None
+        images = sampler.sample([j.label for j in batch], [j.mask for j in batch], [j.seed for j in batch],
+                                embeddings=embeddings, prototypes=prototypes)
+        for job, image in zip(batch, images):
+            mask = f"masks/{job.id}.png" if job.mask is not None else ""
+            row = {"id": job.id, "image": f"images/{job.id}.png", "mask": mask,
+                   "label": names[job.label] if job.label < len(names) else "", "split": "synthetic",
+                   "seed": job.seed, "model": identity, "sampler": settings.sampler, "steps": settings.steps,
+                   "guidance": settings.guidance, "mask_source": job.mask_source, "condition": job.condition,
+                   "prototype": "" if job.prototype is None else job.prototype}
+            writer.add(row, image, job.mask)
+        writer.flush(order)
+        if on_tile is not None:
+            on_tile(len(batch))
+    writer.flush(order)
+    model.classes.save(Path(out) / "classes.json")
+    return GenerationResult(Path(out), len(jobs), len(tiles) - len(jobs))
+
+
+MaskPicker = Callable[[int], tuple[np.ndarray | None, str]]
+
+
+def mask_picker(model: LatentDiffusionModel, masks: MaskSource | None, seed: int = 0) -> MaskPicker:
+    """``pick(i) -> (mask, source)`` for tile ``i``: none, procedural (seed + i), or a folder's PNGs cycled."""
+    from histosynth.sampling.generate import _load_folder_masks
+    from histosynth.sampling.masks import procedural_mask
+
+    if masks is None:
+        return lambda i: (None, "")
+    if masks.folder is None:
+        size = model.autoencoder_config.tile_size
+        return lambda i: (procedural_mask(size, masks.foreground, seed + i), masks.describe())
+    files = _load_folder_masks(masks.folder, TileSampler(model, SamplingSettings()))
+    return lambda i: (files[i % len(files)][1], f"{masks.folder.name}/{files[i % len(files)][0]}")
+
+
+def like_tiles(n: int, embedding: np.ndarray, reference: str, label: int, pick: MaskPicker, seed: int,
+               weight: float) -> list[GuidedTile]:
+    """``n`` tiles conditioned on one reference embedding; tile ``i`` uses seed ``seed + i``, id ``like_<i>``."""
+    return [GuidedTile(f"like_{i:06d}", label, seed + i, *pick(i), embedding=embedding,
+                       condition=f"like {reference} w={weight:g}") for i in range(n)]
+
+
+def prototype_tiles(prototypes: Sequence[int], names: Sequence[str], per_prototype: int, label: int,
+                    pick: MaskPicker, seed: int, weight: float, classifier: str) -> list[GuidedTile]:
+    """``per_prototype`` tiles per prototype id: ids ``proto<id>_<i>``; tile ``j`` of the set uses seed ``seed + j``
+    (``j = position of the prototype in the list * per_prototype + i``), so every tile has its own noise."""
+    tiles = []
+    for position, proto in enumerate(prototypes):
+        for i in range(per_prototype):
+            j = position * per_prototype + i
+            tiles.append(GuidedTile(f"proto{proto:03d}_{i:06d}", label, seed + j, *pick(j), prototype=int(proto),
+                                    condition=f"prototype {proto} {names[proto]} w={weight:g} {classifier}"))
+    return tiles

@@ -1,0 +1,79 @@
+"""Tiny embedding denoisers and prototype classifiers for the generation tests, and their fixtures
+(imported by the test modules: a conftest.py here would shadow tests/conftest.py's ``conftest`` module)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from histosynth.models.autoencoder import build_autoencoder, save_autoencoder
+from histosynth.models.denoiser import ConditionalDenoiser, save_denoiser
+from histosynth.models.prototype_classifier import (
+    PrototypeClassifier,
+    PrototypeClassifierConfig,
+    save_prototype_classifier,
+)
+
+from tiny_models import CLASSES, TILE, tiny_autoencoder_config, tiny_denoiser_config
+
+PIXELS_DIM = 768  # the weight-free "pixels" registry encoder
+PROTOTYPES = ["tiny/0", "tiny/1", "tiny/2"]
+
+
+def like_denoiser_config(**overrides):
+    values = {"embedding_dim": PIXELS_DIM, "embedding_encoder": "pixels", "embedding_hidden": 16, **overrides}
+    return tiny_denoiser_config().model_copy(update=values)
+
+
+def randomise_projection(model: ConditionalDenoiser, seed: int = 1) -> ConditionalDenoiser:
+    """Give the zero-initialised last projection layer weights, as after training."""
+    generator = torch.Generator().manual_seed(seed)
+    last = model.embedding_proj[-1]
+    with torch.no_grad():
+        last.weight.copy_(torch.randn(last.weight.shape, generator=generator) * 0.5)
+        last.bias.copy_(torch.randn(last.bias.shape, generator=generator) * 0.1)
+    return model
+
+
+def tiny_classifier_config(**overrides) -> PrototypeClassifierConfig:
+    values = {"latent_size": TILE // 4, "num_prototypes": len(PROTOTYPES), "widths": (8, 16), "norm_num_groups": 4,
+              **overrides}
+    return PrototypeClassifierConfig(**values)
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    """Run ``histosynth ARGS`` in-process: (exit code, stdout, stderr)."""
+    from histosynth.cli.app import main
+
+    try:
+        main(args)
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+@pytest.fixture
+def like_model_dir(tmp_path: Path) -> Path:
+    """A model folder whose denoiser is conditioned on 'pixels' embeddings (projection not zero)."""
+    torch.manual_seed(0)
+    folder = tmp_path / "like_model"
+    save_autoencoder(build_autoencoder(tiny_autoencoder_config()), tiny_autoencoder_config(), folder / "autoencoder")
+    denoiser = randomise_projection(ConditionalDenoiser(like_denoiser_config())).eval()
+    save_denoiser(denoiser, folder / "denoiser", labels=CLASSES.labels, embedding_encoder_identity="pixels@16px")
+    CLASSES.save(folder / "classes.json")
+    return folder
+
+
+@pytest.fixture
+def classifier_dir(tmp_path: Path) -> Path:
+    """A randomly initialised tiny prototype classifier matching ``tiny_model_dir``'s latents."""
+    torch.manual_seed(0)
+    folder = tmp_path / "classifier"
+    config = tiny_autoencoder_config()
+    save_prototype_classifier(PrototypeClassifier(tiny_classifier_config()).eval(), folder, PROTOTYPES,
+                              latent_scaling={"scaling_factor": config.scaling_factor,
+                                              "latent_shift": list(config.latent_shift)})
+    return folder
