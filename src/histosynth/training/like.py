@@ -138,6 +138,8 @@ def train_like_model(
     model = ConditionalDenoiser(config)
     init_from_base(model, base.denoiser)
     result = train(model, objective, train_config, run_dir, on_step)
+    if not result.is_main_process:  # other ranks of a multi-process run: the main one writes the folder
+        return RecipeResult(model_dir, result.steps_done, result.resumed_from, result.seconds, result.items_per_second)
     _copy_part(init_dir / AUTOENCODER_DIR, model_dir / AUTOENCODER_DIR)
     if (init_dir / MASK_MODEL_DIR).is_dir():
         _copy_part(init_dir / MASK_MODEL_DIR, model_dir / MASK_MODEL_DIR)

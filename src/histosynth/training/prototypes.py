@@ -194,6 +194,8 @@ def train_prototype_classifier(
                                              torch.tensor(ae.latent_shift), ae.scaling_factor, scheduler)
     torch.manual_seed(train_config.seed)
     result = train(PrototypeClassifier(classifier_config), objective, train_config, run_dir, on_step)
+    if not result.is_main_process:  # other ranks of a multi-process run: the main one writes the folder
+        return RecipeResult(out, result.steps_done, result.resumed_from, result.seconds, result.items_per_second)
     from histosynth.data.manifest import TileManifest
 
     facts = _provenance(TileManifest(table.source, [], model.classes), len(tiles), train_config, result.seconds,

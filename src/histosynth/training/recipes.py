@@ -40,6 +40,10 @@ class RecipeResult:
     items_per_second: float
 
 
+def _rank_result(folder: Path, result) -> RecipeResult:
+    return RecipeResult(folder, result.steps_done, result.resumed_from, result.seconds, result.items_per_second)
+
+
 def _run_settings(train_config, model_config, loss_config, tiles: TileTensors, **data: object) -> dict:
     """What a resumed run must share with the run it continues (checked by ``start_or_resume``)."""
     return {"train": train_config.model_dump(mode="json"), "model": model_config.model_dump(mode="json"),
@@ -74,6 +78,8 @@ def train_autoencoder(
     torch.manual_seed(train_config.seed)
     model = build_autoencoder(model_config)
     result = train(model, AutoencoderObjective(tiles.images, loss_config), train_config, run_dir, on_step)
+    if not result.is_main_process:  # other ranks of a multi-process run: the main one writes the folder
+        return _rank_result(model_dir / AUTOENCODER_DIR, result)
     ema = result.ema.eval()
     shift, scale = measure_latent_statistics(ema, tiles.images)
     final_config = model_config.model_copy(update={"scaling_factor": scale, "latent_shift": tuple(shift)})
@@ -130,6 +136,8 @@ def train_denoiser(
     torch.manual_seed(train_config.seed)
     model = ConditionalDenoiser(model_config)
     result = train(model, objective, train_config, run_dir, on_step)
+    if not result.is_main_process:  # other ranks of a multi-process run: the main one writes the folder
+        return _rank_result(model_dir / DENOISER_DIR, result)
     folder = model_dir / DENOISER_DIR
     facts = _provenance(manifest, len(tiles), train_config, result.seconds, result.items_per_second)
     with atomic_dir(folder) as tmp:
@@ -187,6 +195,8 @@ def train_mask_model(
     torch.manual_seed(train_config.seed)
     model = ConditionalDenoiser(model_config)
     result = train(model, objective, train_config, run_dir, on_step)
+    if not result.is_main_process:  # other ranks of a multi-process run: the main one writes the folder
+        return _rank_result(model_dir / MASK_MODEL_DIR, result)
     folder = model_dir / MASK_MODEL_DIR
     facts = _provenance(manifest, int(known.sum()), train_config, result.seconds, result.items_per_second)
     with atomic_dir(folder) as tmp:
@@ -219,6 +229,8 @@ def train_histology_encoder(
     model = ContrastiveModel(model_config)
     objective = ContrastiveObjective(tiles.images, model_config.input_size, loss_config)
     result = train(model, objective, train_config, run_dir, on_step)
+    if not result.is_main_process:  # other ranks of a multi-process run: the main one writes the folder
+        return _rank_result(model_dir / ENCODER_DIR, result)
     folder = model_dir / ENCODER_DIR
     facts = _provenance(manifest, len(tiles), train_config, result.seconds, result.items_per_second)
     with atomic_dir(folder) as tmp:
