@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import read_rows, run_cli
+from testkit import read_rows, run_cli
 from tiny_models import CLASSES, tiny_autoencoder_config, tiny_denoiser_config
 
 from histosynth.distributed.ray_generate import generate_dataset_ray

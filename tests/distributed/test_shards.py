@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import read_rows, run_cli
+from testkit import read_rows, run_cli
 
 from histosynth.distributed.shards import (
     SHARD_DIR,

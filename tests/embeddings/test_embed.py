@@ -146,7 +146,7 @@ def test_registered_root_command_exits_2(tmp_path: Path, dataset: Path, capsys) 
 
     if "embed" not in {c.name for c in app.registered_commands}:
         pytest.skip("`embed` is not registered in cli/app.py yet")
-    from conftest import run_cli
+    from testkit import run_cli
 
     code, _, err = run_cli(["embed", str(dataset), "--encoder", "pixels", "--out", str(tmp_path / "x.txt")], capsys)
     assert code == 2 and err.count("\n") == 1 and "output must end in .h5ad or .parquet" in err

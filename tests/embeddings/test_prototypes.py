@@ -131,7 +131,7 @@ def test_slide_embeddings_get_maps_and_bad_columns_fail(tmp_path: Path) -> None:
 
 def test_ebhi_subset_end_to_end(ebhi_manifest: Path, tmp_path: Path) -> None:
     """60 real EBHI-Seg tiles (10 per class): histology embeddings -> prototypes per label, splits kept."""
-    from conftest import read_rows, write_rows
+    from testkit import read_rows, write_rows
 
     from histosynth.embeddings.embed import embed_manifest
     from histosynth.encoders.registry import get_encoder

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import run_cli
+from testkit import run_cli
 
 SIZE = 32
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import run_cli
+from testkit import run_cli
 from histosynth.evaluation.downstream import DownstreamRun, _read_runs, summarise
 
 SIZE = 32

@@ -11,7 +11,7 @@ import tifffile
 import torch
 from PIL import Image
 
-from conftest import run_cli
+from testkit import run_cli
 from histosynth.errors import InputError
 from histosynth.models.denoiser import ConditionalDenoiser, save_denoiser
 from histosynth.models.pipeline import LatentDiffusionModel

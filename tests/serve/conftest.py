@@ -16,27 +16,7 @@ pytest.importorskip("fastapi", reason="histosynth serve needs fastapi (pip insta
 
 from histosynth.serve.service import ServeLimits  # noqa: E402
 
-TILE = 32  # tests/tiny_models.py
-
-
-def png(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(array.astype(np.uint8))).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def decode_data_url(url: str) -> np.ndarray:
-    import base64
-
-    assert url.startswith("data:image/png;base64,")
-    return np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))))
-
-
-def half_mask(size: int = TILE) -> np.ndarray:
-    """Class ids: gland (1) on the top half, background below."""
-    mask = np.zeros((size, size), np.uint8)
-    mask[: size // 2] = 1
-    return mask
+from serve_helpers import TILE, decode_data_url, half_mask, png  # noqa: E402, F401
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import base64
 
 import numpy as np
 import pytest
-from conftest import TILE, decode_data_url, half_mask, png
+from serve_helpers import TILE, decode_data_url, half_mask, png
 
 
 def generate(client, mask: np.ndarray | bytes, encoding: str = "ids", files: dict | None = None, **values):

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from conftest import TILE, half_mask, png
+from serve_helpers import TILE, half_mask, png
 
 from histosynth.serve.service import GenerationResult
 

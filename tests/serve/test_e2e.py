@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TILE, decode_data_url
+from serve_helpers import TILE, decode_data_url
 
 CHROMIUM = os.environ.get("HISTOSYNTH_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 #: Without these Chromium hangs on a closed network (update checks, sync, QUIC probes) or lacks a sandbox.

@@ -87,7 +87,7 @@ def test_cli_trains_a_mask_model_into_the_model_folder(tmp_path: Path, capsys) -
 
     from PIL import Image
 
-    from conftest import run_cli
+    from testkit import run_cli
 
     tiles = make_tiles(6)
     (tmp_path / "images").mkdir()

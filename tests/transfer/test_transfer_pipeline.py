@@ -60,7 +60,7 @@ def test_cli_writes_the_dataset_contract_resumes_and_refuses_bad_masks(tiny_mode
                                                                        capsys) -> None:
     from PIL import Image
 
-    from conftest import run_cli
+    from testkit import run_cli
     from histosynth.data.manifest import load_manifest
 
     appearance, appearance_mask, _ = _inputs()
