@@ -1,0 +1,184 @@
+"""D benchmark: appearance transfer on EBHI-Seg gland segmentation (seed 002, section 4.1), mask
+adherence and speed.
+
+    .venv/bin/python benchmarks/bench_transfer.py --fractions 0.1 --rounds 1 --seeds 3 --variants alternate,plain
+
+For every (fraction, seed) subset of the train split (whole cases, stratified by class, as
+``bench_downstream.py``), each real tile X of the subset gets, per round k, one transferred tile: the
+structure is X's mask under the k-th square symmetry, the appearance is the k-th tile of the *same
+subset* (same class, not X) closest to X in gland fraction. Variants: class-masked AdaIN alternating
+classes by step ("alternate", seed 002), every class every step ("all"), the original unmasked AdaIN
+("plain"). Tiles carry ``mask_source = train:X``, so the downstream grid (B's runner, "paired") adds
+exactly the first k transferred tiles of each of its own real tiles. Everything resumes.
+
+Mask adherence: the reference U-Net trained on all real train tiles (cached, as in
+``bench_quality.py``) segments the transferred tiles; Dice against the target masks, beside the same
+U-Net on real test tiles and on the shipped model's sampled tiles (``bench_downstream.py``'s folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import cached_segmenter, machine, peak_rss_mib  # noqa: E402
+from bench_quality import DEFAULT_DATA  # noqa: E402
+
+from histosynth.data.manifest import load_manifest  # noqa: E402
+from histosynth.data.splits import subsample_by_case  # noqa: E402
+from histosynth.evaluation.downstream import DownstreamConfig, run_downstream, summarise  # noqa: E402
+from histosynth.io import write_json  # noqa: E402
+from histosynth.models.pipeline import LatentDiffusionModel  # noqa: E402
+from histosynth.sampling.transfer.dataset import dihedral_mask  # noqa: E402
+from histosynth.sampling.transfer.pipeline import AppearanceTransfer, TransferSettings  # noqa: E402
+from histosynth.sampling.writer import SyntheticDatasetWriter, SyntheticRow  # noqa: E402
+from histosynth.training.tensors import TileTensors, load_tile_tensors  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="src/histosynth/weights/default")
+    parser.add_argument("--data", default=str(DEFAULT_DATA))
+    parser.add_argument("--fractions", default="0.1")
+    parser.add_argument("--rounds", default="1", help="transfer rounds to run the grid with (0 is always added)")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--variants", default="alternate,plain")
+    parser.add_argument("--steps", type=int, default=20, help="inversion and sampling steps")
+    parser.add_argument("--train-steps", type=int, default=300)
+    parser.add_argument("--reuse-round0", default="bench_out/downstream/segmentation.runs.jsonl",
+                        help="runs file of bench_downstream.py whose round-0 runs (same subsets, seeds and training "
+                             "steps) are copied instead of retrained; '' to retrain them")
+    parser.add_argument("--out", default="bench_out/transfer")
+    parser.add_argument("--generate-only", action="store_true")
+    return parser.parse_args(argv)
+
+
+def gland_fraction(mask: torch.Tensor) -> float:
+    return float((mask == 1).float().mean())
+
+
+def plan(train: TileTensors, subsets: list[list[str]], rounds: int) -> list[tuple[str, int, int, int]]:
+    """(tile id, structure index, appearance index, round) for every subset tile and round 1..rounds."""
+    index_of = {tile_id: i for i, tile_id in enumerate(train.ids)}
+    items, seen = [], set()
+    for subset in subsets:
+        members = [index_of[t] for t in subset if bool(train.mask_known[index_of[t]])]
+        fraction = {i: gland_fraction(train.masks[i]) for i in members}
+        for x in members:
+            if train.ids[x] in seen:
+                continue  # a tile in two subsets keeps the first subset's appearances
+            seen.add(train.ids[x])
+            same = [i for i in members if i != x and int(train.labels[i]) == int(train.labels[x])]
+            pool = same or [i for i in members if i != x]
+            pool.sort(key=lambda i: (abs(fraction[i] - fraction[x]), train.ids[i]))
+            for k in range(1, rounds + 1):
+                items.append((f"{train.ids[x]}__r{k}", x, pool[(k - 1) % len(pool)], k))
+    return items
+
+
+def generate(model: LatentDiffusionModel, train: TileTensors, items, variant: str, steps: int, folder: Path) -> dict:
+    transfer = AppearanceTransfer(model, TransferSettings(steps=steps, adain=variant))
+    writer = SyntheticDatasetWriter(folder)
+    labels, order = model.classes.labels, [item[0] for item in items]
+    todo = [item for item in items if item[0] not in writer.done_ids()]
+    print(f"{variant}: {len(items) - len(todo)} of {len(items)} tiles there, {len(todo)} to make", flush=True)
+    start = time.perf_counter()
+    for n, (tile_id, x, y, k) in enumerate(todo, 1):
+        appearance = train.images[y].permute(1, 2, 0).numpy()
+        target = dihedral_mask(train.masks[x].numpy().astype(np.uint8), k)
+        seed = 1000 * x + k
+        image = transfer.transfer(appearance, train.masks[y].numpy().astype(np.uint8), target,
+                                  label=int(train.labels[x]), seed=seed, source=tile_id)
+        writer.add(SyntheticRow(id=tile_id, image=f"images/{tile_id}.png", mask=f"masks/{tile_id}.png",
+                                label=labels[int(train.labels[x])], split="synthetic", seed=seed,
+                                model=transfer.backbone.identity, sampler=f"transfer-{variant}", steps=steps,
+                                guidance=transfer.settings.swap_guidance, mask_source=f"train:{train.ids[x]}"),
+                   image, target)
+        writer.flush(order)
+        if n % 10 == 0 or n == len(todo):
+            rate = (time.perf_counter() - start) / n
+            print(f"{variant}: {n}/{len(todo)} ({rate:.1f} s/tile, ~{(len(todo) - n) * rate / 60:.0f} min left)",
+                  flush=True)
+    writer.flush(order)
+    model.classes.save(folder / "classes.json")
+    elapsed = time.perf_counter() - start
+    return {"made": len(todo), "seconds": round(elapsed, 1),
+            "seconds_per_tile": round(elapsed / len(todo), 2) if todo else None}
+
+
+def adherence(segmenter, tiles: TileTensors) -> dict:
+    from histosynth.evaluation.segmentation import dice_per_image, predict_masks
+
+    known = tiles.mask_known
+    dice = dice_per_image(predict_masks(segmenter, tiles.images[known], 112), tiles.masks[known])
+    return {"n": int(known.sum()), "dice_mean": round(float(dice.mean()), 4), "dice_sd": round(float(dice.std()), 4)}
+
+
+def run(args: argparse.Namespace, command: str) -> dict:
+    from histosynth.evaluation.audit import load_synthetic
+    from histosynth.evaluation.segmentation import SegmentationTrainConfig
+
+    out = Path(args.out)
+    fractions = [float(v) for v in args.fractions.split(",")]
+    rounds = [int(v) for v in args.rounds.split(",") if int(v) > 0]
+    variants = args.variants.split(",")
+    model = LatentDiffusionModel.load(args.model)
+    manifest = load_manifest(args.data, classes=model.classes)
+    train_m = manifest.select_split("train")
+    train = load_tile_tensors(train_m, model.autoencoder_config.tile_size)
+    subsets = [[r.id for r in subsample_by_case(train_m.records, f, s)] for f in fractions for s in range(args.seeds)]
+    items = plan(train, subsets, max(rounds))
+    result: dict = {"command": command, "machine": machine(), "steps": args.steps, "n_synthetic": len(items),
+                    "generation": {}, "adherence": {}, "grid": {}}
+    for variant in variants:
+        result["generation"][variant] = generate(model, train, items, variant, args.steps, out / variant)
+    known = train.mask_known
+    segmenter = cached_segmenter(train.images[known], train.masks[known], SegmentationTrainConfig())
+    test = load_tile_tensors(manifest.select_split("test"), model.autoencoder_config.tile_size)
+    result["adherence"]["real test"] = adherence(segmenter, test)
+    sampled = Path("bench_out/downstream/synthetic")
+    if (sampled / "manifest.csv").is_file():
+        result["adherence"]["sampled (shipped model, bench_downstream)"] = adherence(
+            segmenter, load_tile_tensors(load_synthetic(sampled), model.autoencoder_config.tile_size))
+    for variant in variants:
+        synth = load_tile_tensors(load_synthetic(out / variant), model.autoencoder_config.tile_size)
+        result["adherence"][f"transfer-{variant}"] = adherence(segmenter, synth)
+    if not args.generate_only:
+        for variant in variants:
+            runs_path = out / f"{variant}.runs.jsonl"
+            if args.reuse_round0 and Path(args.reuse_round0).is_file() and not runs_path.exists():
+                reused = [line for line in Path(args.reuse_round0).read_text().splitlines()
+                          if json.loads(line)["rounds"] == 0 and json.loads(line)["fraction"] in fractions
+                          and json.loads(line)["seed"] < args.seeds]
+                runs_path.parent.mkdir(parents=True, exist_ok=True)
+                runs_path.write_text("".join(line + "\n" for line in reused))
+            config = DownstreamConfig(task="segmentation", fractions=tuple(fractions), rounds=(0, *rounds),
+                                      seeds=args.seeds, steps=args.train_steps, pairing="paired")
+            runs = run_downstream(args.data, out / variant, config, runs_path,
+                                  on_run=lambda r, v=variant: print(
+                                      f"{v} {r.fraction:g}/{r.rounds}/{r.seed}: {r.n_real} real + {r.n_synthetic} "
+                                      f"transferred, test Dice {r.test_score:.3f} ({r.seconds:.0f} s)", flush=True))
+            result["grid"][variant] = summarise(runs)
+    result["peak_rss_mib"] = round(peak_rss_mib())
+    write_json(out / "transfer.json", result)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])])
+    result = run(args, command)
+    print(json.dumps({k: result[k] for k in ("generation", "adherence", "grid")}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
