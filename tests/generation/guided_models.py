@@ -43,18 +43,6 @@ def tiny_classifier_config(**overrides) -> PrototypeClassifierConfig:
     return PrototypeClassifierConfig(**values)
 
 
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    """Run ``histosynth ARGS`` in-process: (exit code, stdout, stderr)."""
-    from histosynth.cli.app import main
-
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
 @pytest.fixture
 def like_model_dir(tmp_path: Path) -> Path:
     """A model folder whose denoiser is conditioned on 'pixels' embeddings (projection not zero)."""

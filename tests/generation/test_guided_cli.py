@@ -11,7 +11,7 @@ from PIL import Image
 
 from histosynth.errors import HistosynthError
 
-from guided_models import run_cli
+from testkit import run_cli
 from guided_models import like_model_dir, classifier_dir  # noqa: F401  (fixtures)
 from tiny_models import TILE
 

@@ -69,6 +69,17 @@ class AutoencoderObjective:
         return loss, {"l1": l1.item(), "ssim": 1 - structural.item(), "kl": kl.item()}
 
 
+def sample_scaled_latents(latent_mean: torch.Tensor, latent_logvar: torch.Tensor, indices: torch.Tensor,
+                          shift: torch.Tensor, scale: float, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each index, one cached symmetry variant ``k`` and a latent drawn from its posterior, shifted
+    and scaled; returns ``(latents, ks)``. Posterior tensors are N x V x C x h x w."""
+    ks = torch.randint(0, latent_mean.shape[1], (len(indices),), generator=generator)
+    mean = latent_mean[indices, ks].float()
+    std = torch.exp(0.5 * latent_logvar[indices, ks].float())
+    z = mean + std * torch.randn(mean.shape, generator=generator)
+    return (z - shift.view(1, -1, 1, 1)) * scale, ks
+
+
 @dataclass
 class DenoiserObjective:
     """Noise-prediction loss on cached latents, with condition dropout for classifier-free guidance.
@@ -96,11 +107,7 @@ class DenoiserObjective:
 
     def loss(self, model, indices, generator, device):
         n = len(indices)
-        ks = torch.randint(0, self.latent_mean.shape[1], (n,), generator=generator)
-        mean = self.latent_mean[indices, ks].float()
-        std = torch.exp(0.5 * self.latent_logvar[indices, ks].float())
-        z = mean + std * torch.randn(mean.shape, generator=generator)
-        z = (z - self.shift.view(1, -1, 1, 1)) * self.scale
+        z, ks = sample_scaled_latents(self.latent_mean, self.latent_logvar, indices, self.shift, self.scale, generator)
         fractions = _random_dihedral(self.fractions[indices], ks)
         labels = self.labels[indices].clone()
         drop = torch.rand(n, generator=generator) < self.settings.condition_dropout

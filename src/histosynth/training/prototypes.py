@@ -139,12 +139,10 @@ class PrototypeClassifierObjective:
         return len(self.targets)
 
     def loss(self, model, indices, generator, device):
+        from histosynth.training.objectives import sample_scaled_latents
+
         n = len(indices)
-        ks = torch.randint(0, self.latent_mean.shape[1], (n,), generator=generator)
-        mean = self.latent_mean[indices, ks].float()
-        std = torch.exp(0.5 * self.latent_logvar[indices, ks].float())
-        z = mean + std * torch.randn(mean.shape, generator=generator)
-        z = (z - self.shift.view(1, -1, 1, 1)) * self.scale
+        z, _ = sample_scaled_latents(self.latent_mean, self.latent_logvar, indices, self.shift, self.scale, generator)
         t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (n,), generator=generator)
         noisy = self.noise_scheduler.add_noise(z, torch.randn(z.shape, generator=generator), t)
         logits = model(noisy.to(device), t.to(device))
