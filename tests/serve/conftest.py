@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 pytest.importorskip("fastapi", reason="histosynth serve needs fastapi (pip install 'histosynth[serve]')")
 

@@ -7,7 +7,6 @@ from typing import Optional
 
 import typer
 
-from histosynth.errors import InputError
 
 app = typer.Typer(help="Tile datasets and slides: validate, summarise, tile.", no_args_is_help=True)
 

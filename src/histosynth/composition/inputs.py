@@ -181,18 +181,24 @@ def _assemble(source: Path, meta: Any, frame: Any, targets: str, columns: SpotCo
                      names, normalise, tiles, image_map, diameter)
 
 
-def load_csv(path: str | Path, targets: str, *, columns: SpotColumns = SpotColumns(),
-             images: Sequence[str | Path] = (), normalise: bool = True) -> SpotTable:
-    """Spots of a CSV manifest (paths relative to the CSV); abundance columns chosen by ``targets``."""
+def read_spot_csv(path: Path):
+    """A spot CSV as a pandas frame; missing or unreadable files fail in one line."""
     import pandas as pd
 
-    path = Path(path)
     if not path.is_file():
         raise InputError("spot file not found", path)
     try:
-        frame = pd.read_csv(path)
+        return pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise InputError(f"not a readable CSV ({' '.join(str(error).split())[:160]})", path) from None
+
+
+def load_csv(path: str | Path, targets: str, *, columns: SpotColumns = SpotColumns(),
+             images: Sequence[str | Path] = (), normalise: bool = True) -> SpotTable:
+    """Spots of a CSV manifest (paths relative to the CSV); abundance columns chosen by ``targets``."""
+
+    path = Path(path)
+    frame = read_spot_csv(path)
     coords = None
     if columns.x in frame and columns.y in frame:
         coords = _numeric(frame, [columns.x, columns.y])

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from histosynth.composition.inputs import SpotColumns, read_h5ad, spatial_coords
+from histosynth.composition.inputs import SpotColumns, read_h5ad, read_spot_csv, spatial_coords
 from histosynth.composition.modelfolder import CompositionConfig
 from histosynth.composition.tiles import SlideImage
 from histosynth.errors import InputError
@@ -45,12 +45,7 @@ def read_spot_file(path: str | Path, columns: SpotColumns = SpotColumns()) -> Sp
         if coords is None:
             raise InputError("no spot coordinates: obsm['spatial'] is missing", path)
         return Spots([str(i) for i in adata.obs_names], coords, adata)
-    if not path.is_file():
-        raise InputError("spot file not found", path)
-    try:
-        frame = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise InputError(f"not a readable CSV ({' '.join(str(error).split())[:160]})", path) from None
+    frame = read_spot_csv(path)
     if columns.x not in frame or columns.y not in frame:
         raise InputError(f"no spot coordinates: columns {columns.x!r} and {columns.y!r} are needed", path)
     coords = np.column_stack([pd.to_numeric(frame[c], errors="coerce").to_numpy(np.float64)
