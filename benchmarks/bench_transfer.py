@@ -6,10 +6,11 @@ adherence and speed.
 For every (fraction, seed) subset of the train split (whole cases, stratified by class, as
 ``bench_downstream.py``), each real tile X of the subset gets, per round k, one transferred tile: the
 structure is X's mask under the k-th square symmetry, the appearance is the k-th tile of the *same
-subset* (same class, not X) closest to X in gland fraction. Variants: class-masked AdaIN alternating
-classes by step ("alternate", seed 002), every class every step ("all"), the original unmasked AdaIN
-("plain"). Tiles carry ``mask_source = train:X``, so the downstream grid (B's runner, "paired") adds
-exactly the first k transferred tiles of each of its own real tiles. Everything resumes.
+subset* (same class where possible, not X, showing every class X's mask holds) closest to X in gland
+fraction. Variants: class-masked AdaIN alternating classes by step ("alternate", seed 002), every class
+every step ("all"), the original unmasked AdaIN ("plain"). Tiles carry ``mask_source = train:X``, so the
+downstream grid (B's runner, "paired") adds exactly the first k transferred tiles of each of its own real
+tiles. Everything resumes.
 
 Mask adherence: the reference U-Net trained on all real train tiles (cached, as in
 ``bench_quality.py``) segments the transferred tiles; Dice against the target masks, beside the same
@@ -72,12 +73,17 @@ def plan(train: TileTensors, subsets: list[list[str]], rounds: int) -> list[tupl
     for subset in subsets:
         members = [index_of[t] for t in subset if bool(train.mask_known[index_of[t]])]
         fraction = {i: gland_fraction(train.masks[i]) for i in members}
+        holds = {i: set(torch.unique(train.masks[i]).tolist()) for i in members}
         for x in members:
             if train.ids[x] in seen:
                 continue  # a tile in two subsets keeps the first subset's appearances
             seen.add(train.ids[x])
-            same = [i for i in members if i != x and int(train.labels[i]) == int(train.labels[x])]
-            pool = same or [i for i in members if i != x]
+            # an appearance must show every class the target holds (transfer refuses otherwise)
+            covering = [i for i in members if i != x and holds[x] <= holds[i]]
+            same = [i for i in covering if int(train.labels[i]) == int(train.labels[x])]
+            pool = same or covering
+            if not pool:
+                continue  # no tile of the subset can lend every class X holds
             pool.sort(key=lambda i: (abs(fraction[i] - fraction[x]), train.ids[i]))
             for k in range(1, rounds + 1):
                 items.append((f"{train.ids[x]}__r{k}", x, pool[(k - 1) % len(pool)], k))
