@@ -92,6 +92,18 @@ def test_generation_resumes_without_duplicates(tiny_model_dir: Path, tmp_path: P
     assert rows[0]["model"].startswith("model@")
 
 
+def test_a_smaller_rerun_keeps_the_earlier_tiles_in_the_manifest(tiny_model_dir: Path, tmp_path: Path) -> None:
+    model = LatentDiffusionModel.load(tiny_model_dir)
+    settings = SamplingSettings(steps=2, batch_size=2)
+    out = tmp_path / "synth"
+    generate_dataset(model, out, 2, [0], MaskSource(None, 0.5), settings)
+    result = generate_dataset(model, out, 1, [1], MaskSource(None, 0.5), settings)
+    assert (result.written, result.skipped_existing) == (1, 0)
+    with open(out / "manifest.csv") as handle:
+        ids = [r["id"] for r in csv.DictReader(handle)]
+    assert ids == ["polyp_000000", "normal_000000", "normal_000001"]  # this run's tiles first, none dropped
+
+
 def test_folder_masks_are_used_and_checked(tiny_model_dir: Path, tmp_path: Path) -> None:
     from PIL import Image
 

@@ -63,8 +63,14 @@ class SyntheticDatasetWriter:
         self.rows[row.id] = row
 
     def flush(self, order: Iterable[str] | None = None) -> Path:
-        """Rewrite ``manifest.csv`` atomically (rows in ``order`` if given, else insertion order)."""
-        ids = [i for i in order if i in self.rows] if order is not None else list(self.rows)
+        """Rewrite ``manifest.csv`` atomically: rows in ``order`` first, then every other finished row.
+
+        Finished tiles are never dropped, so a rerun that asks for fewer (or other) tiles in the same
+        folder keeps what earlier runs made.
+        """
+        ids = [i for i in order if i in self.rows] if order is not None else []
+        listed = set(ids)
+        ids += [i for i in self.rows if i not in listed]
         path = self.folder / "manifest.csv"
         with atomic_open(path, "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=MANIFEST_COLUMNS)
