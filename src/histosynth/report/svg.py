@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from html import escape
+from typing import Literal
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 
@@ -17,8 +18,9 @@ def _scale(values: Sequence[float], lo: float, hi: float, pad: float = 0.05) -> 
 
 
 def line_chart(series: dict[str, list[tuple[float, float, float]]], x_label: str, y_label: str,
-               width: int = 520, height: int = 320) -> str:
-    """Lines of (x, y, y_sd) points with error bars, one per named series."""
+               width: int = 520, height: int = 320,
+               legend: Literal["top right", "bottom right"] = "top right") -> str:
+    """Lines of (x, y, y_sd) points with error bars, one per named series; the legend in a corner."""
     points = [p for values in series.values() for p in values]
     if not points:
         return "<p>(no data)</p>"
@@ -45,7 +47,8 @@ def line_chart(series: dict[str, list[tuple[float, float, float]]], x_label: str
         for x, y, sd in values:
             parts.append(f'<line x1="{sx(x):.1f}" y1="{sy(y - sd):.1f}" x2="{sx(x):.1f}" y2="{sy(y + sd):.1f}" '
                          f'stroke="{colour}"/><circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{colour}"/>')
-        parts.append(f'<text x="{width - right - 150}" y="{top + 14 * index + 10}" fill="{colour}">{escape(name)}</text>')
+        legend_y = top + 10 if legend == "top right" else height - bottom - 8 - 14 * (len(series) - 1)
+        parts.append(f'<text x="{width - right - 170}" y="{legend_y + 14 * index}" fill="{colour}">{escape(name)}</text>')
     return "".join(parts) + "</svg>"
 
 
