@@ -39,6 +39,7 @@ def line_chart(series: dict[str, list[tuple[float, float, float]]], x_label: str
         yv, xv = y0 + (y1 - y0) * i / 4, x0 + (x1 - x0) * i / 4
         parts.append(f'<text x="{left - 4}" y="{sy(yv) + 4:.1f}" text-anchor="end">{yv:.3g}</text>')
         parts.append(f'<text x="{sx(xv):.1f}" y="{height - bottom + 14}" text-anchor="middle">{xv:.3g}</text>')
+    legend_y = top + 10 if legend == "top right" else height - bottom - 8 - 14 * (len(series) - 1)
     for index, (name, values) in enumerate(series.items()):
         colour = PALETTE[index % len(PALETTE)]
         values = sorted(values)
@@ -47,7 +48,6 @@ def line_chart(series: dict[str, list[tuple[float, float, float]]], x_label: str
         for x, y, sd in values:
             parts.append(f'<line x1="{sx(x):.1f}" y1="{sy(y - sd):.1f}" x2="{sx(x):.1f}" y2="{sy(y + sd):.1f}" '
                          f'stroke="{colour}"/><circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{colour}"/>')
-        legend_y = top + 10 if legend == "top right" else height - bottom - 8 - 14 * (len(series) - 1)
         parts.append(f'<text x="{width - right - 170}" y="{legend_y + 14 * index}" fill="{colour}">{escape(name)}</text>')
     return "".join(parts) + "</svg>"
 
