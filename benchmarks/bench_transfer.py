@@ -59,6 +59,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "steps) are copied instead of retrained; '' to retrain them")
     parser.add_argument("--out", default="bench_out/transfer")
     parser.add_argument("--generate-only", action="store_true")
+    parser.add_argument("--device", default="cpu", help="torch device of the transfer (e.g. cuda)")
+    parser.add_argument("--only-ids", default="",
+                        help="file of tile ids (one per line): make only these, and read only the images they use")
+    parser.add_argument("--shard", default="0/1", help="I/N: this process makes every N-th tile from the I-th")
+    parser.add_argument("--skip-adherence", action="store_true", help="no mask-adherence figures (grid still runs)")
+    parser.add_argument("--merge-from", default="",
+                        help="comma-separated output folders of sharded runs: copy their tiles into --out and stop")
     return parser.parse_args(argv)
 
 
@@ -90,8 +97,46 @@ def plan(train: TileTensors, subsets: list[list[str]], rounds: int) -> list[tupl
     return items
 
 
-def generate(model: LatentDiffusionModel, train: TileTensors, items, variant: str, steps: int, folder: Path) -> dict:
-    transfer = AppearanceTransfer(model, TransferSettings(steps=steps, adain=variant))
+def load_train(manifest, size: int, image_ids: set[str] | None = None) -> TileTensors:
+    """The train split's tensors; with ``image_ids``, only those images are read (others stay zero)."""
+    from histosynth.data.images import read_mask
+    from histosynth.data.manifest import TileManifest
+
+    if image_ids is None:
+        return load_tile_tensors(manifest, size)
+    chosen = TileManifest(manifest.source, [r for r in manifest.records if r.id in image_ids], manifest.classes)
+    part = load_tile_tensors(chosen, size) if chosen.records else None
+    n = len(manifest.records)
+    images = torch.zeros((n, 3, size, size), dtype=torch.uint8)
+    masks = torch.zeros((n, size, size), dtype=torch.uint8)
+    known = torch.zeros(n, dtype=torch.bool)
+    where = {tile_id: i for i, tile_id in enumerate(part.ids)} if part is not None else {}
+    for i, record in enumerate(manifest.records):
+        if record.id in where:
+            images[i], masks[i], known[i] = part.images[where[record.id]], part.masks[where[record.id]], True
+        elif record.mask is not None:
+            masks[i], known[i] = torch.from_numpy(read_mask(record.mask, manifest.classes)), True
+    return TileTensors(images, masks, known, torch.tensor(manifest.label_ids(), dtype=torch.long),
+                       [r.id for r in manifest.records])
+
+
+def merge_shards(sources: list[Path], folder: Path, order: list[str]) -> int:
+    """Copy the finished tiles of sharded runs' folders into ``folder``; manifest in plan ``order``."""
+    import shutil
+
+    writer = SyntheticDatasetWriter(folder)
+    for source in sources:
+        for tile_id, row in SyntheticDatasetWriter(source).rows.items():
+            for name in (row.image, row.mask):
+                shutil.copyfile(source / name, folder / name)
+            writer.rows[tile_id] = row
+    writer.flush(order)
+    return len(writer.rows)
+
+
+def generate(model: LatentDiffusionModel, train: TileTensors, items, variant: str, steps: int, folder: Path,
+             device: str = "cpu") -> dict:
+    transfer = AppearanceTransfer(model, TransferSettings(steps=steps, adain=variant), device=device)
     writer = SyntheticDatasetWriter(folder)
     labels, order = model.classes.labels, [item[0] for item in items]
     todo = [item for item in items if item[0] not in writer.done_ids()]
@@ -139,24 +184,37 @@ def run(args: argparse.Namespace, command: str) -> dict:
     model = LatentDiffusionModel.load(args.model)
     manifest = load_manifest(args.data, classes=model.classes)
     train_m = manifest.select_split("train")
-    train = load_tile_tensors(train_m, model.autoencoder_config.tile_size)
+    only = set(Path(args.only_ids).read_text().split()) if args.only_ids else None
+    train = load_train(train_m, model.autoencoder_config.tile_size, None if only is None else set())
     subsets = [[r.id for r in subsample_by_case(train_m.records, f, s)] for f in fractions for s in range(args.seeds)]
     items = plan(train, subsets, max(rounds))
+    if args.merge_from:
+        for variant in variants:
+            sources = [Path(folder) / variant for folder in args.merge_from.split(",")]
+            print(f"{variant}: {merge_shards(sources, out / variant, [i[0] for i in items])} tiles", flush=True)
+        return {}
+    if only is not None:  # a device run: make the listed tiles, reading only the images they use
+        items = [item for item in items if item[0] in only]
+        needed = {train.ids[y] for _, _, y, _ in items}  # targets need only their masks
+        train = load_train(train_m, model.autoencoder_config.tile_size, needed)
+    shard, n_shards = (int(v) for v in args.shard.split("/"))
+    make = items[shard::n_shards]
     result: dict = {"command": command, "machine": machine(), "steps": args.steps, "n_synthetic": len(items),
                     "generation": {}, "adherence": {}, "grid": {}}
     for variant in variants:
-        result["generation"][variant] = generate(model, train, items, variant, args.steps, out / variant)
-    known = train.mask_known
-    segmenter = cached_segmenter(train.images[known], train.masks[known], SegmentationTrainConfig())
-    test = load_tile_tensors(manifest.select_split("test"), model.autoencoder_config.tile_size)
-    result["adherence"]["real test"] = adherence(segmenter, test)
-    sampled = Path("bench_out/downstream/synthetic")
-    if (sampled / "manifest.csv").is_file():
-        result["adherence"]["sampled (shipped model, bench_downstream)"] = adherence(
-            segmenter, load_tile_tensors(load_synthetic(sampled), model.autoencoder_config.tile_size))
-    for variant in variants:
-        synth = load_tile_tensors(load_synthetic(out / variant), model.autoencoder_config.tile_size)
-        result["adherence"][f"transfer-{variant}"] = adherence(segmenter, synth)
+        result["generation"][variant] = generate(model, train, make, variant, args.steps, out / variant, args.device)
+    if not args.skip_adherence:
+        known = train.mask_known
+        segmenter = cached_segmenter(train.images[known], train.masks[known], SegmentationTrainConfig())
+        test = load_tile_tensors(manifest.select_split("test"), model.autoencoder_config.tile_size)
+        result["adherence"]["real test"] = adherence(segmenter, test)
+        sampled = Path("bench_out/downstream/synthetic")
+        if (sampled / "manifest.csv").is_file():
+            result["adherence"]["sampled (shipped model, bench_downstream)"] = adherence(
+                segmenter, load_tile_tensors(load_synthetic(sampled), model.autoencoder_config.tile_size))
+        for variant in variants:
+            synth = load_tile_tensors(load_synthetic(out / variant), model.autoencoder_config.tile_size)
+            result["adherence"][f"transfer-{variant}"] = adherence(segmenter, synth)
     if not args.generate_only:
         for variant in variants:
             runs_path = out / f"{variant}.runs.jsonl"
@@ -182,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])])
     result = run(args, command)
+    if not result:
+        return 0
     print(json.dumps({k: result[k] for k in ("generation", "adherence", "grid")}, indent=1))
     return 0
 

@@ -104,3 +104,19 @@ def test_ddim_inversion_then_sampling_returns_near_the_latent(model_fn) -> None:
     assert (x - latent).abs().mean() < 0.1 * latent.abs().mean()  # 5% measured: the inversion approximation
     # for Gaussian data the probability-flow ODE is a pure rescaling: data ~ N(0, scale^2) -> noise ~ N(0, 1)
     assert (start - latent / scale).abs().mean() < 0.1 * (latent / scale).abs().mean()
+
+
+def test_edit_friendly_inversion_stays_on_the_latents_device(model_fn) -> None:
+    """The noise comes from a CPU generator (same maps on any device) but every tensor the model sees, and
+    every map, lives where the latent does ("meta" stands in for a GPU here)."""
+    config, _ = model_fn
+    seen = []
+
+    def zero_model(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        seen.append(x.device.type)
+        return torch.zeros_like(x)
+
+    latent = torch.empty(1, 4, 8, 8, device="meta")
+    noise = edit_friendly_invert(zero_model, latent, config, steps=4, generator=torch.Generator().manual_seed(4))
+    assert seen == ["meta"] * 4
+    assert {m.device.type for m in noise.noise_maps} == {"meta"} and noise.start.device.type == "meta"

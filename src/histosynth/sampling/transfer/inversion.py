@@ -58,7 +58,8 @@ def edit_friendly_invert(model: ModelFn, latent: torch.Tensor, config, steps: in
     noisy = []
     for t in timesteps:
         a = alphas[int(t)]
-        noise = torch.randn(latent.shape, generator=generator, dtype=latent.dtype)
+        # drawn on the CPU generator, so a seed gives the same maps on any device
+        noise = torch.randn(latent.shape, generator=generator, dtype=latent.dtype).to(latent.device)
         noisy.append(a.sqrt() * latent + (1 - a).sqrt() * noise)
     noisy.append(latent)  # the target after the last step
     maps, residual = [], torch.zeros_like(latent)

@@ -119,9 +119,9 @@ class AppearanceTransfer:
         z_app, z_struct = self.encode(appearance), self.encode(structure)
         generator = torch.Generator().manual_seed(seed)
         schedule_config = backbone.schedule
-        inv_app = edit_friendly_invert(self._model_fn(take(conditions, slice(1, 2))), z_app.cpu(), schedule_config,
+        inv_app = edit_friendly_invert(self._model_fn(take(conditions, slice(1, 2))), z_app, schedule_config,
                                        settings.steps, generator)
-        inv_struct = edit_friendly_invert(self._model_fn(take(conditions, slice(2, 3))), z_struct.cpu(),
+        inv_struct = edit_friendly_invert(self._model_fn(take(conditions, slice(2, 3))), z_struct,
                                           schedule_config, settings.steps, generator)
         scheduler = schedule_config.ddim()
         scheduler.set_timesteps(settings.steps)
