@@ -61,7 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--generate-only", action="store_true")
     parser.add_argument("--device", default="cpu", help="torch device of the transfer (e.g. cuda)")
     parser.add_argument("--only-ids", default="",
-                        help="file of tile ids (one per line): make only these, and read only the images they use")
+                        help="file of tile ids (one per line): make only these, and read only the images they use "
+                             "(no adherence figures then: the other train images are not read)")
     parser.add_argument("--shard", default="0/1", help="I/N: this process makes every N-th tile from the I-th")
     parser.add_argument("--skip-adherence", action="store_true", help="no mask-adherence figures (grid still runs)")
     parser.add_argument("--merge-from", default="",
@@ -203,7 +204,7 @@ def run(args: argparse.Namespace, command: str) -> dict:
                     "generation": {}, "adherence": {}, "grid": {}}
     for variant in variants:
         result["generation"][variant] = generate(model, train, make, variant, args.steps, out / variant, args.device)
-    if not args.skip_adherence:
+    if not args.skip_adherence and only is None:  # with --only-ids most train images are blank
         known = train.mask_known
         segmenter = cached_segmenter(train.images[known], train.masks[known], SegmentationTrainConfig())
         test = load_tile_tensors(manifest.select_split("test"), model.autoencoder_config.tile_size)
