@@ -54,10 +54,13 @@ def _error_lines(err: str) -> list[str]:
     return [line for line in err.splitlines() if line.startswith("error:")]
 
 
+FAST_C2ST = ["--c2st-steps", "20", "--c2st-size", "32"]
+
+
 def test_fidelity_writes_metrics_beside_real_floors(datasets, tmp_path: Path, capsys) -> None:
     real, _, fresh = datasets
     code, out, _ = run_cli(["evaluate", "fidelity", "--real", str(real), "--synthetic", str(fresh), "--encoder", "pixels",
-                         "--cache", str(tmp_path / "cache")], capsys)
+                         "--cache", str(tmp_path / "cache"), *FAST_C2ST, "--c2st-floor"], capsys)
     assert code == 0
     result = json.loads((fresh / "audit" / "fidelity_pixels.json").read_text())
     assert result["n_synthetic"] == 30 and result["n_heldout"] == 20 and result["n_train"] == 40
@@ -65,6 +68,28 @@ def test_fidelity_writes_metrics_beside_real_floors(datasets, tmp_path: Path, ca
         assert set(result[block]) >= {"fid", "kid_x1000", "precision", "recall", "density", "coverage"}
     assert "fid" in out
     assert any((tmp_path / "cache").glob("pixels_16px.npz"))
+    # C2ST: 20 held-out real vs 20 of the 30 synthetic tiles, split 10/10 per side; same generator -> chance
+    c2st = result["c2st"]
+    assert (c2st["n_heldout"], c2st["n_train"], c2st["steps"], c2st["size"]) == (20, 20, 20, 32)
+    assert c2st["ci_low"] <= 0.5 <= c2st["ci_high"] and c2st["n_synthetic_available"] == 30
+    assert result["c2st_floor"]["n_synthetic_available"] == 40  # real train vs held-out
+    assert "C2ST synthetic vs held-out: accuracy" in out and "verdict: " in out
+
+
+def test_fidelity_c2st_catches_what_the_encoder_misses_and_can_be_skipped(datasets, tmp_path: Path, capsys) -> None:
+    real, _, fresh = datasets
+    washed = tmp_path / "washed"  # fresh tiles with their colours pulled halfway to grey: fake at a glance
+    shutil.copytree(fresh, washed)
+    for path in (washed / "images").glob("*.png"):
+        Image.fromarray((np.asarray(Image.open(path)) // 2 + 64).astype(np.uint8)).save(path)
+    base = ["evaluate", "fidelity", "--real", str(real), "--encoder", "pixels", "--cache", str(tmp_path / "cache")]
+    code, out, _ = run_cli(base + ["--synthetic", str(washed), *FAST_C2ST], capsys)
+    assert code == 0
+    c2st = json.loads((washed / "audit" / "fidelity_pixels.json").read_text())["c2st"]
+    assert c2st["accuracy"] >= 0.9 and c2st["p_value"] < 0.01 and "verdict: fail" in out
+    code, out, _ = run_cli(base + ["--synthetic", str(fresh), "--no-c2st"], capsys)
+    assert code == 0 and "C2ST" not in out and "verdict: warn" in out
+    assert json.loads((fresh / "audit" / "fidelity_pixels.json").read_text())["c2st"] is None
 
 
 def test_privacy_catches_rotated_and_exact_copies(datasets, tmp_path: Path, capsys) -> None:
@@ -115,6 +140,11 @@ def test_bad_synthetic_folders_fail_with_one_line(datasets, tmp_path: Path, caps
     code, _, err = run_cli(["evaluate", "fidelity", "--real", str(real), "--synthetic", str(broken), "--encoder", "pixels",
                          "--cache", str(tmp_path / "c2")], capsys)
     assert code == 2 and len(_error_lines(err)) == 1 and "t0.png" in _error_lines(err)[0]
+    few = _write(tmp_path / "few", [np.zeros((SIZE, SIZE, 3), np.uint8)] * 6, [""] * 6).parent
+    code, _, err = run_cli(["evaluate", "fidelity", "--real", str(real), "--synthetic", str(few), "--encoder", "pixels",
+                         "--cache", str(tmp_path / "c3")], capsys)
+    assert code == 2 and _error_lines(err) == [
+        "error: C2ST needs at least 10 tiles per side, got 20 real and 6 synthetic (skip it with --no-c2st)"]
 
 
 def test_report_is_one_self_contained_html_file(datasets, tmp_path: Path, capsys) -> None:
@@ -124,10 +154,13 @@ def test_report_is_one_self_contained_html_file(datasets, tmp_path: Path, capsys
     assert code == 0
     bare = (copies / "audit" / "report.html").read_text()
     assert "Not run: <code>histosynth evaluate fidelity" in bare and "<img src=\"data:image/png;base64," in bare
-    for command in (["evaluate", "fidelity", "--real", str(real)], ["evaluate", "privacy", "--train", str(real), "--cells", "2"]):
+    assert "<b>No verdict</b>" in bare
+    for command in (["evaluate", "fidelity", "--real", str(real), *FAST_C2ST],
+                    ["evaluate", "privacy", "--train", str(real), "--cells", "2"]):
         assert run_cli(command + ["--synthetic", str(copies), "--encoder", "pixels", "--cache", cache], capsys)[0] == 0
     assert run_cli(["report", str(copies), "--real", str(real), "--cache", cache, "--gallery", "3"], capsys)[0] == 0
     html = (copies / "audit" / "report.html").read_text()
     assert "Not run: <code>histosynth evaluate fidelity" not in html and "authenticity" in html
     assert html.count("near copy</span>") == 3 and "PCA of pixels@16px features" in html
+    assert "<h3>Classifier two-sample test</h3>" in html and "<b>Verdict: " in html and "C2ST accuracy" in html
     assert "http://" not in html.replace("http://www.w3.org/2000/svg", "")  # nothing fetched when opened

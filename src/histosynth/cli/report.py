@@ -16,8 +16,9 @@ def report(
     gallery: int = typer.Option(8, "--gallery", min=0, help="Synthetic tiles shown with their nearest training tiles."),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Feature cache (for the feature-space projection)."),
 ) -> None:
-    """Sample grids with mask outlines, real vs synthetic per class, fidelity tables with real floors,
-    a feature-space projection, the nearest-neighbour gallery and downstream plots, in one HTML file."""
+    """An overall verdict (classifier two-sample test, precision/recall vs the real floor), sample grids
+    with mask outlines, real vs synthetic per class, fidelity tables with real floors, a feature-space
+    projection, the nearest-neighbour gallery and downstream plots, in one HTML file."""
     from histosynth.evaluation.features import default_cache_dir
     from histosynth.report.html import write_report
 

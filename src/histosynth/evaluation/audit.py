@@ -3,6 +3,9 @@
 Every metric is reported beside a real-vs-real floor so a number means something: the same metric
 between real train and real held-out tiles, once with all train tiles and once with a random train
 subset as large as the synthetic set (FID and KID are biased by sample size).
+
+The fidelity audit also runs a classifier two-sample test on the pixels (``evaluation/c2st.py``):
+feature-space metrics only see what the encoder sees, a classifier trained on the tiles does not.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -27,6 +31,9 @@ from histosynth.evaluation.privacy import (
     pixel_nearest_neighbours,
     pixel_signatures,
 )
+
+if TYPE_CHECKING:
+    from histosynth.evaluation.c2st import C2STConfig
 
 Progress = Callable[[int], None]
 
@@ -76,27 +83,75 @@ class FidelityAudit:
     synthetic_vs_heldout: dict[str, float]
     train_vs_heldout: dict[str, float]  # floor, all train tiles
     train_subset_vs_heldout: dict[str, float]  # floor at the synthetic set's size
+    c2st: dict | None = None  # C2STResult.to_dict(): synthetic vs held-out real; None when skipped
+    c2st_floor: dict | None = None  # the same test, real train vs held-out (only when asked for)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
+def _c2st_tiles(manifest: TileManifest, n: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` seeded-random tiles of ``manifest`` read and downsized to ``size`` px: (n, size, size, 3) uint8."""
+    from PIL import Image
+
+    from histosynth.data.images import read_rgb
+
+    picks = np.sort(rng.choice(len(manifest.records), min(n, len(manifest.records)), replace=False))
+    tiles = np.zeros((len(picks), size, size, 3), dtype=np.uint8)
+    for i, j in enumerate(picks):
+        image = read_rgb(manifest.records[j].image)
+        tiles[i] = image if image.shape[:2] == (size, size) else np.asarray(
+            Image.fromarray(image).resize((size, size), Image.BILINEAR))  # PIL's downsizing is antialiased
+    return tiles
+
+
+def run_c2st(
+    real: TileManifest, synthetic: TileManifest, config: C2STConfig, on_step: Callable[[int, int], None] | None = None,
+    device: str = "cpu",
+) -> dict:
+    """The classifier two-sample test between two manifests' tiles, reading only the tiles it uses."""
+    from histosynth.evaluation.c2st import classifier_two_sample_test, require_tiles
+
+    require_tiles(len(real.records), len(synthetic.records))  # before reading any tile
+    n = min(len(real.records), len(synthetic.records), config.max_per_side)
+    rng = np.random.default_rng(config.seed)
+    tiles = [_c2st_tiles(m, n, config.size, rng) for m in (real, synthetic)]
+    result = classifier_two_sample_test(*tiles, config, on_step=on_step, device=device).to_dict()
+    result.update(n_real_available=len(real.records), n_synthetic_available=len(synthetic.records))
+    return result
+
+
 def audit_fidelity(
     real: str | Path, synthetic: str | Path, encoder: FeatureEncoder, heldout_split: str = "test",
     train_split: str = "train", k: int = 3, cache_dir: str | Path | None = None, seed: int = 0,
-    on_batch: Progress | None = None,
+    on_batch: Progress | None = None, c2st: bool = True, c2st_config: C2STConfig | None = None,
+    c2st_floor: bool = False, on_c2st_step: Callable[[int, int], None] | None = None, device: str = "cpu",
 ) -> FidelityAudit:
-    """Synthetic vs held-out real tiles, beside train vs held-out (all, and size-matched)."""
+    """Synthetic vs held-out real tiles, beside train vs held-out (all, and size-matched).
+
+    With ``c2st`` (default) a classifier two-sample test of synthetic vs held-out real tiles is added
+    (``c2st_config``, default :class:`C2STConfig`; run on ``device``); with ``c2st_floor`` also the same
+    test of real train vs held-out tiles, whose accuracy shows how far apart the two real splits are.
+    """
     sets = load_audit_sets(real, synthetic, encoder, train_split, heldout_split, cache_dir, on_batch)
     f_train, f_heldout, f_synth = sets.f_train, sets.f_heldout, sets.f_synthetic
     rng = np.random.default_rng(seed)
     subset = f_train[rng.choice(len(f_train), min(len(f_synth), len(f_train)), replace=False)]
+    metrics = [fidelity_metrics(f_heldout, f, k) for f in (f_synth, f_train, subset)]  # cheap ones fail first
+    c2st_result = c2st_floor_result = None
+    if c2st or c2st_floor:
+        from histosynth.evaluation.c2st import C2STConfig
+
+        config = c2st_config or C2STConfig()
+        if c2st:
+            c2st_result = run_c2st(sets.heldout, sets.synthetic, config, on_c2st_step, device)
+        if c2st_floor:
+            c2st_floor_result = run_c2st(sets.heldout, sets.train, config, on_c2st_step, device)
     return FidelityAudit(
         encoder=encoder.identity, real=str(real), heldout_split=heldout_split, synthetic=str(synthetic),
         n_synthetic=len(f_synth), n_heldout=len(f_heldout), n_train=len(f_train),
-        synthetic_vs_heldout=fidelity_metrics(f_heldout, f_synth, k),
-        train_vs_heldout=fidelity_metrics(f_heldout, f_train, k),
-        train_subset_vs_heldout=fidelity_metrics(f_heldout, subset, k),
+        synthetic_vs_heldout=metrics[0], train_vs_heldout=metrics[1], train_subset_vs_heldout=metrics[2],
+        c2st=c2st_result, c2st_floor=c2st_floor_result,
     )
 
 

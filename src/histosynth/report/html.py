@@ -3,6 +3,8 @@
 Reads what the audit commands wrote to ``DIR/audit/`` (fidelity, privacy, downstream JSON) and the
 tiles themselves; images are embedded as base64 PNG thumbnails, charts as inline SVG, so the file
 can be mailed or archived alone. Sections whose audit has not been run say so and how to run it.
+The overall verdict at the top comes from ``evaluation/verdict.py`` (C2ST and precision/recall
+against the real floor, never FID alone).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 from histosynth.data.images import read_mask, read_rgb
 from histosynth.data.manifest import TileManifest, load_manifest
 from histosynth.evaluation.audit import load_synthetic
+from histosynth.evaluation.verdict import fidelity_verdict
 from histosynth.io import atomic_open
 from histosynth.report.contact_sheet import outline
 from histosynth.report.svg import line_chart, scatter_chart
@@ -29,7 +32,9 @@ h1{font-size:22px}h2{font-size:18px;border-bottom:1px solid #ddd;padding-bottom:
 table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
 th:first-child,td:first-child{text-align:left}img{margin:2px;border:1px solid #ddd}
 .row{display:flex;flex-wrap:wrap;align-items:center;gap:4px}.note{color:#666;font-size:13px}
-.label{width:150px;font-weight:600}.flag{color:#b00;font-weight:600}"""
+.label{width:150px;font-weight:600}.flag{color:#b00;font-weight:600}
+.verdict{padding:8px 12px;border-left:6px solid #999;background:#f6f6f6}.verdict ul{margin:4px 0}
+.pass{border-color:#2a7}.warn{border-color:#d90}.fail{border-color:#b00}"""
 
 
 def _thumb(image: np.ndarray, size: int = THUMB) -> str:
@@ -65,8 +70,40 @@ def _metric_table(fidelity: dict) -> str:
                    for key in blocks[0][1])
     return (f"<p>Encoder <code>{escape(fidelity['encoder'])}</code>; held-out split "
             f"<code>{escape(fidelity['heldout_split'])}</code> ({fidelity['n_heldout']} tiles). Lower FID/KID and "
-            "precision/recall/density/coverage near the floors mean closer to real.</p>"
-            f"<table><tr><th>metric</th>{head}</tr>{rows}</table>")
+            "precision/recall/density/coverage near the floors mean closer to real; FID/KID can sit near the floor "
+            "for tiles that are obviously fake to the eye, so the verdict does not use them.</p>"
+            f"<table><tr><th>metric</th>{head}</tr>{rows}</table>" + _c2st_table(fidelity))
+
+
+def _c2st_table(fidelity: dict) -> str:
+    """Classifier two-sample test rows (synthetic vs held-out, and the real floor when it was run)."""
+    runs = [(name, fidelity.get(key)) for name, key in (("synthetic vs held-out", "c2st"),
+                                                         ("floor: train vs held-out", "c2st_floor"))]
+    runs = [(name, run) for name, run in runs if run]
+    if not runs:
+        return ("<p class=note>Classifier two-sample test not run (skipped with <code>--no-c2st</code>, or an "
+                "older audit): rerun <code>histosynth evaluate fidelity</code> without that option.</p>")
+    rows = "".join(f"<tr><td>{escape(name)}</td><td>{run['accuracy']:.3f}</td><td>{run['ci_low']:.3f} – "
+                   f"{run['ci_high']:.3f}</td><td>{run['n_heldout']}</td><td>{run['p_value']:.2g}</td>"
+                   f"<td>{run['real_accuracy']:.3f} / {run['synthetic_accuracy']:.3f}</td></tr>" for name, run in runs)
+    first = runs[0][1]
+    return ("<h3>Classifier two-sample test</h3><p>A small CNN trained on the pixels "
+            f"({first['size']} px, {first['steps']} steps, seed {first['seed']}) to tell the two sets apart, "
+            "scored on tiles it never saw. Accuracy 0.5 = indistinguishable, 1 = told apart every time; "
+            "p tests accuracy &gt; 0.5 (exact binomial).</p><table><tr><th>sets</th><th>held-out accuracy</th>"
+            "<th>95% CI (Wilson)</th><th>n held-out</th><th>p</th><th>per side (real / other)</th></tr>"
+            f"{rows}</table>")
+
+
+def _verdict_section(fidelity: dict | None) -> str:
+    if fidelity is None:
+        return ("<div class=\"verdict\"><b>No verdict</b>: the fidelity audit has not been run "
+                "(<code>histosynth evaluate fidelity --real MANIFEST --synthetic DIR</code>).</div>")
+    verdict = fidelity_verdict(fidelity)
+    reasons = "".join(f"<li>{escape(reason)}</li>" for reason in verdict.reasons)
+    return (f"<div class=\"verdict {verdict.level}\"><b>Verdict: {escape(verdict.level)}</b>: "
+            f"{escape(verdict.headline)}<ul>{reasons}</ul><span class=note>From the classifier two-sample test "
+            "and precision/recall against the real floor; FID is not used.</span></div>")
 
 
 def _privacy_section(privacy: dict, synth: TileManifest, train: TileManifest, gallery: int) -> str:
@@ -157,6 +194,7 @@ def write_report(synthetic: str | Path, real: str | Path, out: str | Path | None
                           r.extra.get("guidance", "?")) for r in synth.records)
     parts = [f"<h1>Synthetic data audit: {escape(synthetic.name)}</h1>",
              f"<p>{len(synth.records)} synthetic tiles; real reference <code>{escape(str(real))}</code>.</p>",
+             _verdict_section(fidelity),
              "<h2>Provenance</h2><table><tr><th>model</th><th>sampler</th><th>steps</th><th>guidance</th><th>tiles</th></tr>"
              + "".join(f"<tr><td>{escape(str(m))}</td><td>{escape(str(s))}</td><td>{escape(str(st))}</td>"
                        f"<td>{escape(str(g))}</td><td>{n}</td></tr>" for (m, s, st, g), n in provenance.items())
