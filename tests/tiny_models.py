@@ -52,6 +52,15 @@ def make_tiles(n: int = 8, seed: int = 0) -> TileTensors:
                        torch.from_numpy(labels).long(), [f"t{i}" for i in range(n)])
 
 
+def save_tiny_mask_model(folder: Path, seed: int = 1) -> Path:
+    """Add a random tiny ``mask_model/`` (8 x 8 cells of 4 px: one window covers a 32 px tile) to a model folder."""
+    torch.manual_seed(seed)
+    config = tiny_denoiser_config().model_copy(update={"mask_conditioning": "none", "latent_channels": 2})
+    save_denoiser(ConditionalDenoiser(config).eval(), folder / "mask_model", labels=CLASSES.labels, role="mask",
+                  factor=4)
+    return folder
+
+
 @pytest.fixture
 def tiles() -> TileTensors:
     return make_tiles()

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from testkit import read_rows, run_cli
-from tiny_models import CLASSES, tiny_autoencoder_config, tiny_denoiser_config
+from testkit import read_rows, run_cli, write_rows
+from tiny_models import CLASSES, save_tiny_mask_model, tiny_autoencoder_config, tiny_denoiser_config
 
 from histosynth.distributed.ray_generate import generate_dataset_ray
 from histosynth.distributed.shards import SHARD_DIR
@@ -58,6 +58,16 @@ def model_dir(tmp_path_factory) -> Path:
     save_denoiser(ConditionalDenoiser(tiny_denoiser_config()).eval(), folder / "denoiser", labels=CLASSES.labels)
     CLASSES.save(folder / "classes.json")
     return folder
+
+
+@pytest.fixture(scope="module")
+def mask_model_dir(model_dir: Path, tmp_path_factory) -> Path:
+    """The model folder plus a tiny mask model, for the mask-model mask source."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("ray-masks") / "model"
+    shutil.copytree(model_dir, folder)
+    return save_tiny_mask_model(folder)
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +123,25 @@ def test_ray_run_writes_the_plain_runs_files(cluster, model_dir: Path, tmp_path:
     again = generate_dataset_ray(LatentDiffusionModel.load(model_dir), tmp_path / "ray", N, LABELS, MaskSource(),
                                  SETTINGS, seed=SEED, workers=2)
     assert (again.written, again.skipped_existing) == (0, 12)
+    _assert_same_folder(reference, tmp_path / "ray")
+
+
+def test_ray_run_with_mask_model_masks_writes_the_plain_runs_files(cluster, mask_model_dir: Path,
+                                                                  tmp_path: Path) -> None:
+    masks = MaskSource(None, model=True, model_steps=2)
+    reference = _plain(mask_model_dir, tmp_path / "plain", masks)
+    rows = read_rows(reference / "manifest.csv")
+    assert rows[0]["mask_source"].startswith("mask_model(model/mask_model@")
+    (tmp_path / "ray").mkdir()
+    for name in ("images", "masks"):  # a resumed run whose first shard (one batch) was finished
+        (tmp_path / "ray" / name).mkdir()
+    for row in rows[:2]:
+        for column in ("image", "mask"):
+            (tmp_path / "ray" / row[column]).write_bytes((reference / row[column]).read_bytes())
+    write_rows(tmp_path / "ray" / "manifest.csv", rows[:2], list(rows[0]))
+    result = generate_dataset_ray(LatentDiffusionModel.load(mask_model_dir), tmp_path / "ray", N, LABELS, masks,
+                                  SETTINGS, seed=SEED, workers=2)
+    assert (result.written, result.skipped_existing) == (10, 2)
     _assert_same_folder(reference, tmp_path / "ray")
 
 

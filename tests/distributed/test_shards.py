@@ -45,6 +45,21 @@ def test_plan_has_the_plain_samplers_ids_seeds_and_rows(tiny_model_dir: Path, tm
     assert [job.mask_index for job in jobs] == [0, 1, 0, 0, 1, 0]
 
 
+def test_plan_with_mask_model_masks_has_the_plain_samplers_rows(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from tiny_models import save_tiny_mask_model
+
+    from histosynth.sampling.masks import mask_model_identity
+
+    model = LatentDiffusionModel.load(save_tiny_mask_model(tiny_model_dir))
+    settings = SamplingSettings(steps=1, batch_size=2)
+    source = MaskSource(None, model=True, model_steps=2)
+    generate_dataset(model, tmp_path / "plain", 2, [0, 2], source, settings, seed=3)
+    jobs = plan_jobs(model.classes.labels, model.identity, 2, [0, 2], source, None, settings, seed=3,
+                     mask_model=mask_model_identity(model))
+    assert [row_dict(job.row) for job in jobs] == read_rows(tmp_path / "plain" / "manifest.csv")
+    assert [job.mask_index for job in jobs] == [None] * 4  # generated from (label, seed) by the worker
+
+
 def test_shards_are_deterministic_consecutive_slices_of_the_plan() -> None:
     jobs = _jobs(n=3)
     shards = make_shards(jobs, 4)

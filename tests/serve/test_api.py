@@ -151,3 +151,30 @@ def test_unexpected_failures_are_one_line_json_500s(tiny_model_dir, synthetic_ro
     app.state.service.run = broken
     with TestClient(app, raise_server_exceptions=False) as client:
         assert error_of(generate(client, half_mask()), 500) == "internal error (RuntimeError); see the server log"
+
+
+def test_model_mask_endpoint_gives_the_mask_models_layout_for_the_painter(make_client, tiny_model_dir) -> None:
+    from tiny_models import save_tiny_mask_model
+
+    from histosynth.models.pipeline import LatentDiffusionModel
+    from histosynth.sampling.masks import generate_tile_masks
+
+    without = make_client()
+    assert without.get("/api/info").json()["mask_model"] is False
+    assert "no mask_model/" in error_of(without.get("/api/model-mask", params={"label": "Polyp"}), 400)
+    save_tiny_mask_model(tiny_model_dir)
+    client = make_client()
+    assert client.get("/api/info").json()["mask_model"] is True
+    body = client.get("/api/model-mask", params={"label": "Polyp", "seed": 3, "steps": 2}).json()
+    ids = np.frombuffer(base64.b64decode(body["ids"]), np.uint8).reshape(TILE, TILE)
+    assert body["size"] == TILE and body["seed"] == 3 and ids.max() <= 1
+    expected = generate_tile_masks(LatentDiffusionModel.load(tiny_model_dir), [1], [3], steps=2)[0]
+    assert np.array_equal(ids, expected)  # the same mask `histosynth sample --masks model` gives that tile
+    unconditional = client.get("/api/model-mask", params={"label": "", "seed": 3}).json()
+    assert unconditional["size"] == TILE
+    assert "unknown class 'Tumour'" in error_of(client.get("/api/model-mask?label=Tumour"), 400)
+    assert "steps: 51 is outside 1..50" in error_of(client.get("/api/model-mask?label=1&steps=51"), 400)
+    assert "seed: -1 is outside" in error_of(client.get("/api/model-mask?seed=-1"), 400)
+    assert error_of(client.get("/api/model-mask?seed=x"), 422).startswith("seed:")
+    page, script = client.get("/").text, client.get("/static/app.js").text
+    assert 'id="model-mask"' in page and "/api/model-mask" in script

@@ -12,6 +12,9 @@ def demo(
     n: int = typer.Option(6, "--n", min=1, help="Tiles generated per class."),
     steps: int = typer.Option(50, min=1, help="Sampling steps."),
     guidance: float = typer.Option(2.0, min=0.0, help="Classifier-free guidance weight."),
+    masks: str = typer.Option("model", "--masks", metavar="model|procedural",
+                              help="Masks the tiles are conditioned on: 'model' (gland layouts generated per class "
+                              "and seed by the shipped mask model) or 'procedural' (random blobs)."),
 ) -> None:
     """Generate image + mask tiles for every class with the shipped model, write a contact sheet,
     and tile, validate and summarise the public CMU sample slide."""
@@ -24,18 +27,25 @@ def demo(
     from histosynth.data.validate import validate_manifest
     from histosynth.models.pipeline import LatentDiffusionModel
     from histosynth.report.contact_sheet import write_contact_sheet
-    from histosynth.sampling.generate import MaskSource, generate_dataset
+    from histosynth.errors import InputError
+    from histosynth.sampling.generate import choose_mask_source, generate_dataset
     from histosynth.sampling.sampler import SamplingSettings
     from histosynth.weights import default_model_dir
 
+    if masks not in ("model", "procedural"):
+        raise InputError(f"--masks {masks!r}: choose model or procedural")
     model = LatentDiffusionModel.load(default_model_dir())
     labels = list(range(len(model.classes.labels)))
+    source, note = choose_mask_source(model, None if masks == "model" else masks, 0.6)
+    if note:
+        typer.echo(note)
+    described = "gland masks from the mask model" if source.kind == "model" else "procedural gland masks"
     typer.echo(f"1. generating {n} tiles for each of {len(labels)} classes with the shipped model "
-               f"({steps} DDIM steps, guidance {guidance}, procedural gland masks)")
+               f"({steps} DDIM steps, guidance {guidance}, {described})")
     synthetic = out / "synthetic"
     settings = SamplingSettings(steps=steps, guidance=guidance, batch_size=min(16, n * len(labels)))
     with progress_bar("sampling", n * len(labels)) as advance:
-        generate_dataset(model, synthetic, n, labels, MaskSource(None, 0.6), settings, seed=0, on_tile=advance)
+        generate_dataset(model, synthetic, n, labels, source, settings, seed=0, on_tile=advance)
     generated = load_manifest(synthetic)
     rows = []
     for label in model.classes.labels:

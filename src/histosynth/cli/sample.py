@@ -14,8 +14,14 @@ def sample(
     n: int = typer.Option(8, "--n", min=1, help="Tiles per class."),
     label: list[str] = typer.Option(
         ["all"], "--label", help="Class name or id; repeat for several; 'all' for every class."),
-    masks: str = typer.Option("procedural", "--masks", help="Folder of PNG masks (class values), or 'procedural'."),
+    masks: Optional[str] = typer.Option(
+        None, "--masks", metavar="model|procedural|FOLDER", show_default=False,
+        help="Where the masks come from: 'model' (gland layouts generated per class and seed by the model "
+        "folder's mask_model/), 'procedural' (random blobs, --foreground of the tile), or a folder of PNG masks "
+        "(class values). Default: model when the model folder has a mask_model/ (the shipped one does), "
+        "else procedural."),
     foreground: float = typer.Option(0.6, min=0.0, max=1.0, help="Foreground fraction of procedural masks."),
+    mask_steps: int = typer.Option(20, "--mask-steps", min=1, help="DDIM levels of mask-model masks."),
     steps: int = typer.Option(50, min=1, help="Sampling steps."),
     guidance: float = typer.Option(2.0, min=0.0, help="Classifier-free guidance weight (0 = unconditional, 1 = conditional)."),
     sampler: str = typer.Option("ddim", help="ddim or dpm (DPM-Solver++ 2M)."),
@@ -46,7 +52,7 @@ def sample(
     from histosynth.cli.progress import progress_bar
     from histosynth.errors import InputError
     from histosynth.models.pipeline import LatentDiffusionModel
-    from histosynth.sampling.generate import MaskSource, generate_dataset
+    from histosynth.sampling.generate import choose_mask_source, generate_dataset
     from histosynth.sampling.sampler import SamplingSettings
     from histosynth.weights import default_model_dir
 
@@ -58,8 +64,8 @@ def sample(
         from histosynth.cli.synthesize import guided_sample
 
         return guided_sample(
-            model=model, n=n, labels=label, masks=masks, foreground=foreground, steps=steps, guidance=guidance,
-            sampler=sampler, seed=seed, batch_size=batch_size, device=device, out=out, like=like,
+            model=model, n=n, labels=label, masks=masks or "procedural", foreground=foreground, steps=steps,
+            guidance=guidance, sampler=sampler, seed=seed, batch_size=batch_size, device=device, out=out, like=like,
             like_weight=like_weight, prototype=prototype, prototype_classifier=prototype_classifier,
             prototype_guidance=prototype_guidance,
             given={p for p in ("label", "masks") if getattr(ctx.get_parameter_source(p), "name", "") == "COMMANDLINE"})
@@ -70,7 +76,9 @@ def sample(
     loaded = LatentDiffusionModel.load(model or default_model_dir())
     classes = loaded.classes
     ids = list(range(len(classes.labels))) if label == ["all"] else [classes.resolve_label(x) for x in label]
-    source = MaskSource(None, foreground) if masks == "procedural" else MaskSource(Path(masks), foreground)
+    source, note = choose_mask_source(loaded, masks, foreground, mask_steps)
+    if note:
+        typer.echo(note)
     settings = SamplingSettings(steps=steps, guidance=guidance, sampler=sampler, batch_size=batch_size)
     with progress_bar("sampling", n * len(ids)) as advance:
         if ray is not None:

@@ -10,12 +10,12 @@ import typer
 
 def _condition(loaded, label: Optional[str], masks: Optional[str], foreground: float, seed: int):
     """The class id (null class when no label is given) and a mask picker (no mask unless asked for)."""
-    from histosynth.sampling.generate import MaskSource
+    from histosynth.sampling.generate import choose_mask_source
     from histosynth.sampling.guidance import mask_picker
 
     label_id = loaded.classes.resolve_label(label) if label is not None else loaded.denoiser.config.null_label
-    source = None if masks is None else MaskSource(None if masks == "procedural" else Path(masks), foreground)
-    return label_id, mask_picker(loaded, source, seed)
+    source = None if masks is None else choose_mask_source(loaded, masks, foreground)[0]
+    return label_id, mask_picker(loaded, source, seed, label_id)
 
 
 def _settings(steps: int, guidance: float, sampler: str, batch_size: int, like_weight: float = 2.0,
@@ -90,8 +90,9 @@ def synthesize_balanced(
     prototype_guidance: float = typer.Option(3.0, "--prototype-guidance", min=0.0,
                                              help="Classifier guidance weight w (0 = unguided)."),
     label: Optional[str] = typer.Option(None, "--label", help="Also condition on this class (default: none)."),
-    masks: Optional[str] = typer.Option(None, "--masks", help="Also condition on masks: a folder of PNG masks or "
-                                        "'procedural' (default: none; tiles are written without masks)."),
+    masks: Optional[str] = typer.Option(None, "--masks", help="Also condition on masks: 'model' (the model "
+                                        "folder's mask_model/), 'procedural' or a folder of PNG masks (default: none; "
+                                        "tiles are written without masks)."),
     foreground: float = typer.Option(0.6, min=0.0, max=1.0, help="Foreground fraction of procedural masks."),
     steps: int = typer.Option(50, min=1, help="Sampling steps (DDIM)."),
     guidance: float = typer.Option(2.0, min=0.0, help="Classifier-free guidance weight of --label/--masks."),

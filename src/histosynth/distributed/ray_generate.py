@@ -42,6 +42,7 @@ from histosynth.distributed.shards import (
 from histosynth.errors import HistosynthError
 from histosynth.models.pipeline import LatentDiffusionModel
 from histosynth.sampling.generate import GenerationResult, MaskSource, _load_folder_masks
+from histosynth.sampling.masks import mask_model_identity
 from histosynth.sampling.sampler import SamplingSettings, TileSampler
 
 INSTALL_HINT = "pip install 'histosynth[ray]' (or: pip install ray)"
@@ -63,21 +64,25 @@ def require_ray() -> Any:
 class ShardWorker:
     """The body of a Ray actor: loads the model once, then samples shards into ``out``."""
 
-    def __init__(self, model_dir: str, settings: SamplingSettings, device: str, out: str, foreground: float,
+    def __init__(self, model_dir: str, settings: SamplingSettings, device: str, out: str, masks: MaskSource,
                  folder_masks: Sequence[np.ndarray] | None, threads: int) -> None:
         import torch
 
         torch.set_num_threads(max(1, threads))
         self.sampler = TileSampler(LatentDiffusionModel.load(model_dir), settings, device)
-        self.settings, self.out, self.foreground = settings, Path(out), foreground
+        self.settings, self.out, self.masks, self.device = settings, Path(out), masks, device
         self.folder_masks = list(folder_masks) if folder_masks is not None else None
 
-    def _mask(self, job: TileJob) -> np.ndarray:
+    def _masks(self, jobs: Sequence[TileJob]) -> list[np.ndarray]:
+        """The jobs' masks, as the plain sampler makes them (each from its own label and seed only)."""
         from histosynth.sampling.masks import procedural_mask
 
-        if job.mask_index is not None:
-            return self.folder_masks[job.mask_index]
-        return procedural_mask(self.sampler.tile_size, self.foreground, job.row.seed)
+        if self.masks.kind == "model":  # one at a time inside: the same mask whatever the batch
+            generated = self.masks.model_masks(self.sampler.model, [job.label for job in jobs],
+                                               [job.row.seed for job in jobs], self.device)
+            return list(generated)
+        return [self.folder_masks[job.mask_index] if job.mask_index is not None
+                else procedural_mask(self.sampler.tile_size, self.masks.foreground, job.row.seed) for job in jobs]
 
     def run(self, shard: Shard) -> tuple[list[Row], int]:
         """Sample the shard's unfinished tiles; returns (the shard's finished rows, tiles sampled now)."""
@@ -89,7 +94,7 @@ class ShardWorker:
         ordered = [job.row.id for job in shard.jobs]
         for start in range(0, len(todo), self.settings.batch_size):
             batch = todo[start:start + self.settings.batch_size]
-            masks = [self._mask(job) for job in batch]
+            masks = self._masks(batch)
             images = self.sampler.sample([job.label for job in batch], masks, [job.row.seed for job in batch])
             for job, image, mask in zip(batch, images, masks):
                 save_png(self.out / job.row.image, image)
@@ -179,7 +184,8 @@ def generate_dataset_ray(
     check = TileSampler(model, settings, "cpu")
     folder_masks = _load_folder_masks(masks.folder, check) if masks.folder else None
     names = [name for name, _ in folder_masks] if folder_masks else None
-    jobs = plan_jobs(model.classes.labels, model.identity, n, labels, masks, names, settings, seed)
+    mask_model = mask_model_identity(model) if masks.kind == "model" else ""  # no mask model: one line, here
+    jobs = plan_jobs(model.classes.labels, model.identity, n, labels, masks, names, settings, seed, mask_model)
     order = [job.row.id for job in jobs]
     prepare_folder(out)
     rows = collect_rows(out)
@@ -207,7 +213,7 @@ def generate_dataset_ray(
             gpu = str(device).startswith("cuda")
             count = _worker_count(ray, gpu, workers, cpus_per_worker, len(pending))
             actor_class = ray.remote(num_cpus=cpus_per_worker, num_gpus=1 if gpu else 0)(ShardWorker)
-            arguments = (str(model.folder), settings, "cuda" if gpu else "cpu", str(out.resolve()), masks.foreground,
+            arguments = (str(model.folder), settings, "cuda" if gpu else "cpu", str(out.resolve()), masks,
                          [mask for _, mask in folder_masks] if folder_masks else None, cpus_per_worker)
             _dispatch(ray, lambda: actor_class.remote(*arguments), count, pending, max_attempts, finished)
         finally:

@@ -2,8 +2,10 @@
 
 The plan is the plain sampler's (:func:`histosynth.sampling.generate.generate_dataset`): tile ``i``
 of a label has id ``<label-slug>_<i:06d>`` and seed ``seed + i``, so its pixels depend on nothing
-else. Shard ``k`` holds plan positions ``k*size .. (k+1)*size - 1``; with ``size`` a multiple of
-the batch size an uninterrupted distributed run samples exactly the plain run's batches.
+else; neither does its mask (a folder mask by index, or one generated from the label and the seed,
+procedurally or by the mask model, whose identity and settings the row's ``mask_source`` records).
+Shard ``k`` holds plan positions ``k*size .. (k+1)*size - 1``; with ``size`` a multiple of the
+batch size an uninterrupted distributed run samples exactly the plain run's batches.
 
 Workers write every tile atomically and, after every batch, their shard's manifest part
 (``.shards/<shard id>.csv``, atomically). The merge reads ``manifest.csv`` and every part, keeps the
@@ -31,11 +33,13 @@ Row = dict[str, str]
 
 @dataclass(frozen=True)
 class TileJob:
-    """One tile to sample: its finished manifest row, class id, and mask (folder index, or procedural)."""
+    """One tile to sample: its finished manifest row, class id, and mask (folder index, or generated)."""
 
     row: SyntheticRow
     label: int
-    mask_index: int | None  # index into the folder masks; None: procedural mask from ``row.seed``
+    #: Index into the folder masks; None: generated from ``(label, row.seed)`` as the run's mask source says
+    #: (procedural, or the mask model).
+    mask_index: int | None
 
 
 @dataclass(frozen=True)
@@ -55,8 +59,14 @@ def plan_jobs(
     mask_names: Sequence[str] | None,
     settings: SamplingSettings,
     seed: int = 0,
+    mask_model: str = "",
 ) -> list[TileJob]:
-    """Every tile of the run in plan order (the plain sampler's ids, seeds and provenance rows)."""
+    """Every tile of the run in plan order (the plain sampler's ids, seeds and provenance rows).
+
+    ``mask_model`` is the mask model's identity (:func:`~histosynth.sampling.masks.mask_model_identity`)
+    for a mask-model source; it goes into ``mask_source`` as the plain sampler writes it.
+    """
+    generated = masks.describe(mask_model)
     jobs = []
     for label in labels:
         name = class_labels[label]
@@ -66,7 +76,7 @@ def plan_jobs(
                 index: int | None = i % len(mask_names)
                 source = f"{masks.folder.name}/{mask_names[index]}"
             else:
-                index, source = None, masks.describe()
+                index, source = None, generated
             row = SyntheticRow(
                 id=tile_id, image=f"images/{tile_id}.png", mask=f"masks/{tile_id}.png", label=name,
                 split="synthetic", seed=seed + i, model=identity, sampler=settings.sampler, steps=settings.steps,

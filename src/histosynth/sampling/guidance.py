@@ -221,13 +221,19 @@ def generate_guided(
 MaskPicker = Callable[[int], tuple[np.ndarray | None, str]]
 
 
-def mask_picker(model: LatentDiffusionModel, masks: MaskSource | None, seed: int = 0) -> MaskPicker:
-    """``pick(i) -> (mask, source)`` for tile ``i``: none, procedural (seed + i), or a folder's PNGs cycled."""
+def mask_picker(model: LatentDiffusionModel, masks: MaskSource | None, seed: int = 0,
+                label: int | None = None) -> MaskPicker:
+    """``pick(i) -> (mask, source)`` for tile ``i``: none, procedural (seed + i), the mask model's for
+    (``label``, seed + i) (``None``: the null class, an unconditional layout), or a folder's PNGs cycled."""
     from histosynth.sampling.generate import _load_folder_masks
-    from histosynth.sampling.masks import procedural_mask
+    from histosynth.sampling.masks import mask_model_identity, procedural_mask
 
     if masks is None:
         return lambda i: (None, "")
+    if masks.kind == "model":
+        source = masks.describe(mask_model_identity(model))
+        mask_label = model.denoiser.config.null_label if label is None else label
+        return lambda i: (masks.model_masks(model, [mask_label], [seed + i])[0], source)
     if masks.folder is None:
         size = model.autoencoder_config.tile_size
         return lambda i: (procedural_mask(size, masks.foreground, seed + i), masks.describe())

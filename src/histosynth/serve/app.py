@@ -3,8 +3,10 @@
 Routes: ``GET /`` (the page), ``GET /api/info``, ``POST /api/generate`` (multipart form: ``mode``,
 ``mask`` + ``mask_encoding``, ``label``, ``steps``, ``guidance``, ``sampler``, ``seed`` and the mode's
 own fields), ``POST /api/mask`` (an uploaded mask -> class ids for the painter), ``GET
-/api/procedural-mask``, and ``/api/datasets/...`` for browsing. Every error is HTTP 4xx with the
-one-line JSON ``{"error": "..."}``. Generation runs in a worker thread, one request at a time.
+/api/model-mask`` (``label``, ``seed``: a mask from the model folder's mask model, the page's starting
+mask when there is one), ``GET /api/procedural-mask``, and ``/api/datasets/...`` for browsing. Every
+error is HTTP 4xx with the one-line JSON ``{"error": "..."}``. Generation and mask-model masks run in
+a worker thread, one request at a time.
 """
 
 from __future__ import annotations
@@ -133,13 +135,9 @@ def create_app(model: LatentDiffusionModel | str | Path, device: str = "cpu", li
     async def info() -> dict:
         return {**service.info(), "datasets": browser.root is not None}
 
-    @app.post("/api/generate")
-    async def generate(request: Request) -> dict:
+    async def exclusive(function, *args):
+        """Run ``function(*args)`` in a worker thread, one model call at a time; 429 when too many wait."""
         nonlocal waiting
-        form = await request.form(max_files=8, max_fields=32, max_part_size=limits.max_upload_bytes)
-        values = {k: v for k, v in form.items() if isinstance(v, str)}
-        files = {k: await v.read() for k, v in form.items() if not isinstance(v, str)}
-        parsed = service.parse(values, files)
         if lock.locked() and waiting >= limits.max_waiting:
             raise HTTPException(429, f"busy: {waiting} requests already wait for the model; retry shortly")
         waiting += 1
@@ -147,10 +145,18 @@ def create_app(model: LatentDiffusionModel | str | Path, device: str = "cpu", li
         try:
             async with lock:
                 waiting, entered = waiting - 1, True
-                result = await run_in_threadpool(service.run, parsed)
+                return await run_in_threadpool(function, *args)
         finally:
             if not entered:  # cancelled while queued
                 waiting -= 1
+
+    @app.post("/api/generate")
+    async def generate(request: Request) -> dict:
+        form = await request.form(max_files=8, max_fields=32, max_part_size=limits.max_upload_bytes)
+        values = {k: v for k, v in form.items() if isinstance(v, str)}
+        files = {k: await v.read() for k, v in form.items() if not isinstance(v, str)}
+        parsed = service.parse(values, files)
+        result = await exclusive(service.run, parsed)
         labels = service.model.classes.labels
         return {"image": data_url(result.image), "mask": data_url(colour_mask(parsed.mask)),
                 "seconds": round(result.seconds, 3), "mode": parsed.mode, "steps": parsed.steps,
@@ -167,6 +173,12 @@ def create_app(model: LatentDiffusionModel | str | Path, device: str = "cpu", li
                           "ids" if form.get("mask_encoding") == "ids" else "raw")
         service.check_size(ids, "mask")
         return {"size": int(ids.shape[0]), "ids": base64.b64encode(ids.tobytes()).decode()}
+
+    @app.get("/api/model-mask")
+    async def model_mask(label: str = "", seed: int = 0, steps: int | None = None) -> dict:
+        request = service.model_mask_request(label, seed, steps)  # bad requests fail before queueing
+        ids = (await exclusive(service.model_mask, *request)).astype(np.uint8)
+        return {"size": int(ids.shape[0]), "ids": base64.b64encode(ids.tobytes()).decode(), "seed": seed}
 
     @app.get("/api/procedural-mask")
     async def procedural(foreground: float = 0.4, seed: int = 0) -> dict:

@@ -134,10 +134,11 @@ class GenerationService:
         self.identity = model.identity
 
     def info(self) -> dict:
-        """What the page needs to build its form: classes, palette, limits and modes."""
+        """What the page needs to build its form: classes, palette, limits, modes, whether a mask model exists."""
         classes = self.model.classes
         return {
             "model": self.identity, "tile_size": self.tile_size, "labels": classes.labels,
+            "mask_model": self.model.mask_model is not None,
             "mask_classes": classes.mask_classes, "mask_values": {str(k): v for k, v in classes.mask_values.items()},
             "palette": [list(c) for c in PALETTE], "limits": asdict(self.limits),
             "modes": [{"name": m.name, "title": m.title, "common": list(m.common),
@@ -200,3 +201,24 @@ class GenerationService:
         if not 0.0 <= foreground <= 1.0:
             raise InputError(f"{foreground} is outside 0..1", "foreground")
         return procedural_mask(self.tile_size, foreground, seed)
+
+    def model_mask_request(self, label: str, seed: int, steps: int | None = None) -> tuple[int, int, int]:
+        """Validate a mask-model request: (class id, seed, steps). ``label`` is a name or id; empty means the
+        null class (an unconditional layout). One line when the folder has no mask model."""
+        from histosynth.sampling.masks import MASK_MODEL_STEPS, require_mask_model
+
+        require_mask_model(self.model)
+        classes = self.model.classes
+        label_id = classes.null_id if label.strip() == "" else classes.resolve_label(label.strip())
+        if not 0 <= seed <= 2**31 - 1:
+            raise InputError(f"{seed} is outside 0..{2**31 - 1}", "seed")
+        steps = MASK_MODEL_STEPS if steps is None else steps
+        if not 1 <= steps <= self.limits.max_steps:
+            raise InputError(f"{steps} is outside 1..{self.limits.max_steps}", "steps")
+        return label_id, seed, steps
+
+    def model_mask(self, label_id: int, seed: int, steps: int) -> np.ndarray:
+        """A tile-sized class-id mask from the model folder's mask model (blocking; call it off the event loop)."""
+        from histosynth.sampling.masks import generate_tile_masks
+
+        return generate_tile_masks(self.model, [label_id], [seed], steps=steps, device=self.device)[0]

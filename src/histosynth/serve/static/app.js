@@ -97,6 +97,12 @@ function setupPainter() {
   canvas.addEventListener("pointercancel", stop);
   $("#fill").addEventListener("click", () => { state.ids.fill(state.current); render(); });
   $("#clear").addEventListener("click", () => { state.ids.fill(0); render(); });
+  $("#model-mask").hidden = !info.mask_model;
+  $("#model-mask").addEventListener("click", async () => {
+    showError("");
+    try { await loadModelMask(Math.floor(Math.random() * 1e6)); }
+    catch (error) { showError(error.message); }
+  });
   $("#procedural").addEventListener("click", async () => {
     showError("");
     try {
@@ -116,6 +122,13 @@ function setupPainter() {
     event.target.value = "";
   });
   render();
+}
+
+// A gland layout from the model folder's mask model, for the class chosen in the form (none: unconditional).
+async function loadModelMask(seed) {
+  const label = $("#label").value;
+  const body = await fetchJSON(`/api/model-mask?label=${encodeURIComponent(label)}&seed=${seed}`);
+  setIds(body.ids);
 }
 
 // ---- the form: common fields plus the selected mode's own fields ----
@@ -284,6 +297,9 @@ async function start() {
   setupPainter();
   setupForm();
   setupTabs();
+  if (state.info.mask_model) {  // start from a realistic layout for the default class (seed 0)
+    try { await loadModelMask(0); } catch (error) { showError(error.message); }
+  }
   document.body.dataset.ready = "1";
 }
 
