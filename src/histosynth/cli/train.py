@@ -125,6 +125,36 @@ def denoiser(
     typer.echo(f"denoiser: {result.steps} steps ({result.items_per_second:.1f} latents/s) -> {result.folder}")
 
 
+@app.command()
+def decoder(
+    data: Path = DATA, out: Path = OUT, config: Optional[Path] = CONFIG, split: str = SPLIT,
+    steps: Optional[int] = STEPS, batch_size: Optional[int] = BATCH, classes: Optional[str] = CLASSES,
+    threads: Optional[int] = THREADS,
+    base: Optional[Path] = typer.Option(
+        None, "--base", help="Model folder (or autoencoder folder) whose decoder to fine-tune (default: the shipped "
+        "model). Its encoder and latent statistics are kept, so its denoiser stays valid."),
+) -> None:
+    """Fine-tune the autoencoder's decoder with L1 + perceptual + patch-GAN losses, encoder frozen; writes
+    OUT/autoencoder and copies the base's denoiser, mask model and classes.json into OUT where missing."""
+    from histosynth.cli.progress import progress_bar
+    from histosynth.models.autoencoder import AutoencoderConfig
+    from histosynth.models.folder import read_folder_config
+    from histosynth.training.decoder_gan import DecoderGanLossConfig
+    from histosynth.training.recipes import AUTOENCODER_DIR, finetune_decoder
+    from histosynth.weights import default_model_dir
+
+    base = base or default_model_dir()
+    base_ae = base / AUTOENCODER_DIR if (base / AUTOENCODER_DIR).is_dir() else base
+    ae_config = read_folder_config(base_ae, "autoencoder", AutoencoderConfig)
+    train_config, _, loss_config = _recipe_configs(config, steps, batch_size, threads, AutoencoderConfig,
+                                                   DecoderGanLossConfig)
+    manifest, tiles = _load_tiles(data, split, classes, ae_config.tile_size)
+    with progress_bar("fine-tuning decoder", train_config.steps) as handle:
+        result = finetune_decoder(manifest, tiles, out, base, train_config, loss_config,
+                                  on_step=_step_reporter(handle, train_config.steps))
+    typer.echo(f"decoder: {result.steps} steps ({result.items_per_second:.1f} crops/s) -> {result.folder}")
+
+
 @app.command("mask-model")
 def mask_model(
     data: Path = DATA, out: Path = OUT, config: Optional[Path] = CONFIG, split: str = SPLIT,

@@ -87,6 +87,18 @@ class _EfficientNetLite0(nn.Module):
             x = block(x)
         return F.relu6(self._bn1(self._conv_head(x))).mean(dim=(2, 3))
 
+    def stage_maps(self, x: torch.Tensor, stages: int = 4) -> list[torch.Tensor]:
+        """Feature maps of a normalised batch: the stem's, then the output of each of the first
+        ``stages`` MBConv stages (strides 2, 2, 4, 8, 16, ...), computing nothing deeper."""
+        maps = [F.relu6(self._bn0(self._conv_stem(x)))]
+        h, index = maps[0], 0
+        for repeats, *_ in _STAGES[:stages]:
+            for block in self._blocks[index:index + repeats]:
+                h = block(h)
+            index += repeats
+            maps.append(h)
+        return maps
+
 
 class EfficientNetLite0Encoder(FeatureEncoder):
     """EfficientNet-Lite0 (ImageNet) global-average-pooled head features at 224x224."""
@@ -120,6 +132,11 @@ class EfficientNetLite0Encoder(FeatureEncoder):
     def encode_batch(self, images: torch.Tensor) -> torch.Tensor:
         """Features (N,1280) of a float batch (N,3,H,W) in [0, 1] on ``self.device``."""
         return self._net(self._prepare(images))
+
+    def feature_maps(self, images: torch.Tensor, stages: int = 4) -> list[torch.Tensor]:
+        """Intermediate maps of a float batch (N,3,H,W) in [0, 1] at its own size (no resize), for
+        perceptual losses; gradients flow to ``images``, never into the frozen weights."""
+        return self._net.stage_maps((images - 0.5) / 0.5, stages)
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """ImageNet class logits (N,1000) of a float batch (N,3,H,W) in [0, 1] on ``self.device``."""

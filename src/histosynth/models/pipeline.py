@@ -65,11 +65,17 @@ class LatentDiffusionModel:
 
     @property
     def identity(self) -> str:
-        """``<folder name>@<first 12 hex of the denoiser weights' SHA-256>``, for provenance."""
+        """``<folder name>@<12 hex>`` of the denoiser's and the autoencoder's weights, for provenance: a
+        folder whose decoder was fine-tuned is a different model, even with the same denoiser."""
+        import hashlib
+
         from histosynth.io import file_digest
+        from histosynth.models.autoencoder import WEIGHTS_NAME as AUTOENCODER_WEIGHTS
         from histosynth.models.denoiser import WEIGHTS_NAME
 
-        return f"{self.folder.name}@{file_digest(self.folder / DENOISER_DIR / WEIGHTS_NAME)[:12]}"
+        parts = (file_digest(self.folder / DENOISER_DIR / WEIGHTS_NAME),
+                 file_digest(self.folder / AUTOENCODER_DIR / AUTOENCODER_WEIGHTS))
+        return f"{self.folder.name}@{hashlib.sha256(':'.join(parts).encode()).hexdigest()[:12]}"
 
     def to(self, device: torch.device | str) -> LatentDiffusionModel:
         self.autoencoder.to(device)

@@ -39,6 +39,16 @@ def _random_dihedral(x: torch.Tensor, ks: torch.Tensor) -> torch.Tensor:
     return torch.stack([dihedral(item, int(k)) for item, k in zip(x, ks)])
 
 
+def random_crops(images: torch.Tensor, indices: torch.Tensor, crop: int, generator: torch.Generator) -> torch.Tensor:
+    """A random ``crop`` px square of each indexed uint8 tile under a random dihedral transform, in [-1, 1]."""
+    crop = min(crop, images.shape[-1])
+    limit = images.shape[-1] - crop + 1
+    corners = torch.randint(0, limit, (len(indices), 2), generator=generator)
+    ks = torch.randint(0, 8, (len(indices),), generator=generator)
+    crops = torch.stack([images[i, :, y:y + crop, x:x + crop] for i, (y, x) in zip(indices.tolist(), corners.tolist())])
+    return to_unit_range(_random_dihedral(crops, ks))
+
+
 @dataclass
 class AutoencoderObjective:
     """Reconstruct random dihedral-augmented crops of in-memory tiles."""
@@ -50,14 +60,7 @@ class AutoencoderObjective:
         return len(self.images)
 
     def loss(self, model, indices, generator, device):
-        crop = min(self.settings.crop, self.images.shape[-1])
-        limit = self.images.shape[-1] - crop + 1
-        corners = torch.randint(0, limit, (len(indices), 2), generator=generator)
-        ks = torch.randint(0, 8, (len(indices),), generator=generator)
-        crops = torch.stack([
-            self.images[i, :, y:y + crop, x:x + crop] for i, (y, x) in zip(indices.tolist(), corners.tolist())
-        ])
-        x = to_unit_range(_random_dihedral(crops, ks)).to(device)
+        x = random_crops(self.images, indices, self.settings.crop, generator).to(device)
         posterior = model.encode(x).latent_dist
         noise = torch.randn(posterior.mean.shape, generator=generator).to(device)
         z = posterior.mean + posterior.std * noise

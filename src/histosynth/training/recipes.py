@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from histosynth.data.manifest import TileManifest
-from histosynth.io import atomic_dir
+from histosynth.io import atomic_dir, atomic_path
 from histosynth.models.autoencoder import AutoencoderConfig, build_autoencoder, load_autoencoder, save_autoencoder
 from histosynth.models.denoiser import ConditionalDenoiser, DenoiserConfig, save_denoiser
 from histosynth.models.pipeline import AUTOENCODER_DIR, DENOISER_DIR, MASK_MODEL_DIR
@@ -86,6 +86,64 @@ def train_autoencoder(
     with atomic_dir(folder) as tmp:
         save_autoencoder(ema.cpu(), final_config, tmp)
     _append_provenance(folder, _provenance(manifest, len(tiles), train_config, result.seconds, result.items_per_second))
+    return RecipeResult(folder, result.steps_done, result.resumed_from, result.seconds, result.items_per_second)
+
+
+DECODER_RUN = "decoder"
+
+
+def finetune_decoder(
+    manifest: TileManifest,
+    tiles: TileTensors,
+    model_dir: str | Path,
+    base_dir: str | Path,
+    train_config: TrainConfig,
+    loss_config,
+    on_step: Progress | None = None,
+) -> RecipeResult:
+    """Fine-tune the decoder of ``base_dir``'s autoencoder (L1 + perceptual + patch GAN, encoder frozen)
+    and write ``model_dir/autoencoder`` with the base's encoder and latent statistics unchanged.
+
+    ``base_dir`` is a model folder (``autoencoder/`` inside) or an autoencoder folder. When it is a
+    model folder, its other parts (denoiser, mask model, classes) are copied into ``model_dir`` where
+    missing, so the result is a complete model folder that samples with the new decoder.
+    """
+    import shutil
+
+    from histosynth.io import file_digest
+    from histosynth.models.autoencoder import WEIGHTS_NAME
+    from histosynth.training.decoder_gan import DecoderGanObjective, DecoderTuner
+
+    model_dir, base_dir = Path(model_dir), Path(base_dir)
+    base_ae = base_dir / AUTOENCODER_DIR if (base_dir / AUTOENCODER_DIR).is_dir() else base_dir
+    autoencoder, ae_config = load_autoencoder(base_ae)
+    run_dir = model_dir / RUNS_DIR / DECODER_RUN
+    base_digest = file_digest(base_ae / WEIGHTS_NAME)
+    settings = _run_settings(train_config, ae_config, loss_config, tiles, base=base_digest)
+    start_or_resume(run_dir, settings)
+    torch.manual_seed(train_config.seed)
+    tuner = DecoderTuner(autoencoder, loss_config.discriminator)
+    result = train(tuner, DecoderGanObjective(tiles.images, loss_config), train_config, run_dir, on_step)
+    if not result.is_main_process:
+        return _rank_result(model_dir / AUTOENCODER_DIR, result)
+    tuned, _ = load_autoencoder(base_ae)  # the base's encoder bit for bit, the EMA decoder
+    tuned.load_state_dict({**tuned.state_dict(), **result.ema.decoder_state()})
+    folder = model_dir / AUTOENCODER_DIR
+    with atomic_dir(folder) as tmp:
+        save_autoencoder(tuned.cpu(), ae_config, tmp)
+    facts = _provenance(manifest, len(tiles), train_config, result.seconds, result.items_per_second)
+    facts["decoder_finetune"] = {"base": str(base_ae), "base_weights_sha256": base_digest,
+                                 "objective": loss_config.model_dump(mode="json")}
+    _append_provenance(folder, facts)
+    if base_ae != base_dir:
+        for part in (DENOISER_DIR, MASK_MODEL_DIR, "classes.json"):
+            source, target = base_dir / part, model_dir / part
+            if source.is_dir() and not target.exists():
+                with atomic_dir(target) as tmp:
+                    shutil.copytree(source, tmp, dirs_exist_ok=True)
+            elif source.is_file() and not target.exists():
+                with atomic_path(target) as tmp:
+                    shutil.copy2(source, tmp)
     return RecipeResult(folder, result.steps_done, result.resumed_from, result.seconds, result.items_per_second)
 
 
