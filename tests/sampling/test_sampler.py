@@ -53,6 +53,25 @@ def test_guidance_zero_is_the_unconditional_model(tiny_model_dir: Path) -> None:
     assert torch.allclose(guided_zero, unconditional, atol=1e-6)
 
 
+def test_guidance_interval_guides_only_inside_it(tiny_model_dir: Path) -> None:
+    """Outside the interval the plain conditional model runs: an interval no step falls in equals w = 1, the
+    full interval equals plain guidance, and an interval holding some steps differs from both."""
+    _, fractions = _inputs(2)
+    labels = torch.tensor([0, 1])
+    noise = _sampler(tiny_model_dir).initial_noise([3, 4])
+
+    def run(**settings):
+        return _sampler(tiny_model_dir, **settings).denoise(noise, labels, fractions)
+
+    conditional, guided = run(guidance=1.0), run(guidance=3.0)
+    assert torch.equal(run(guidance=3.0, guidance_interval=(0.0, 0.0)), conditional)  # steps 999..249: none at t=0
+    assert torch.equal(run(guidance=3.0, guidance_interval=(0.0, 1.0)), guided)
+    middle = run(guidance=3.0, guidance_interval=(0.3, 0.8))  # guides t=749 and 499 of 999, 749, 499, 249
+    assert not torch.allclose(middle, conditional) and not torch.allclose(middle, guided)
+    with pytest.raises(InputError, match="guidance interval"):
+        SamplingSettings(guidance_interval=(0.8, 0.3))
+
+
 def test_batched_guidance_equals_separate_forwards(tiny_model_dir: Path) -> None:
     """One step of w=3 in one batched forward == uncond + 3 (cond - uncond) from two forwards."""
     masks, fractions = _inputs(2)
@@ -158,3 +177,32 @@ def test_model_folder_refuses_other_kinds_and_missing_files(tiny_model_dir: Path
     shutil.copy(tiny_model_dir / "denoiser" / "denoiser.safetensors", missing / "denoiser")
     with pytest.raises(ModelFolderError, match="classes.json does not match"):
         LatentDiffusionModel.load(missing)
+
+
+def test_sample_help_states_the_sampling_defaults(capsys) -> None:
+    """The CLI's defaults are SamplingSettings' (one source, also read by the web app and Ray)."""
+    import re
+
+    from testkit import run_cli
+
+    code, out, _ = run_cli(["sample", "--help"], capsys)
+    text = re.sub(r"[\s│]+", " ", out)
+    defaults = SamplingSettings()
+    assert code == 0
+    for option, value in (("--steps", defaults.steps), ("--guidance", defaults.guidance),
+                          ("--sampler", defaults.sampler), ("--batch-size", defaults.batch_size),
+                          ("--guidance-interval", ",".join(f"{v:g}" for v in defaults.guidance_interval))):
+        assert re.search(rf"{option} .*?\[default: {re.escape(str(value))}\]", text), option
+
+
+def test_guidance_interval_is_recorded_in_the_manifest(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
+    from testkit import read_rows, run_cli
+
+    out = tmp_path / "o"
+    code, _, err = run_cli(["sample", "--model", str(tiny_model_dir), "--n", "1", "--label", "Normal", "--steps", "2",
+                            "--guidance", "3", "--guidance-interval", "0.2,0.8", "--out", str(out)], capsys)
+    assert code == 0, err
+    assert [row["guidance"] for row in read_rows(out / "manifest.csv")] == ["3@0.2-0.8"]
+    code, _, err = run_cli(["sample", "--model", str(tiny_model_dir), "--guidance-interval", "0.8,0.2", "--out",
+                            str(tmp_path / "p")], capsys)
+    assert code == 2 and "guidance interval" in err and len(err.strip().splitlines()) == 1

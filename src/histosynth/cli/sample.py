@@ -7,6 +7,22 @@ from typing import Optional
 
 import typer
 
+from histosynth.sampling.settings import SamplingSettings
+
+DEFAULTS = SamplingSettings()
+DEFAULTS_INTERVAL = ",".join(f"{v:g}" for v in DEFAULTS.guidance_interval)
+
+
+def parse_interval(text: str) -> tuple[float, float]:
+    """``"low,high"`` -> (low, high); one clear line when it is not two numbers."""
+    from histosynth.errors import InputError
+
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise InputError(f"--guidance-interval must be two numbers LOW,HIGH, got {text!r}") from None
+    return low, high
+
 
 def sample(
     ctx: typer.Context,
@@ -22,11 +38,16 @@ def sample(
         "else procedural."),
     foreground: float = typer.Option(0.6, min=0.0, max=1.0, help="Foreground fraction of procedural masks."),
     mask_steps: int = typer.Option(20, "--mask-steps", min=1, help="DDIM levels of mask-model masks."),
-    steps: int = typer.Option(50, min=1, help="Sampling steps."),
-    guidance: float = typer.Option(2.0, min=0.0, help="Classifier-free guidance weight (0 = unconditional, 1 = conditional)."),
-    sampler: str = typer.Option("ddim", help="ddim or dpm (DPM-Solver++ 2M)."),
+    steps: int = typer.Option(DEFAULTS.steps, min=1, help="Sampling steps."),
+    guidance: float = typer.Option(DEFAULTS.guidance, min=0.0, help="Classifier-free guidance weight (0 = "
+                                   "unconditional, 1 = conditional)."),
+    guidance_interval: str = typer.Option(
+        DEFAULTS_INTERVAL, "--guidance-interval", metavar="LOW,HIGH",
+        help="Noise levels (fractions of the schedule, 1 = pure noise) where guidance applies; elsewhere the plain "
+        "conditional model runs (one forward instead of two). 0,1 guides every step."),
+    sampler: str = typer.Option(DEFAULTS.sampler, help="ddim or dpm (DPM-Solver++ 2M)."),
     seed: int = typer.Option(0, help="Base seed: tile i of a class uses seed + i."),
-    batch_size: int = typer.Option(16, min=1, help="Tiles per batch."),
+    batch_size: int = typer.Option(DEFAULTS.batch_size, min=1, help="Tiles per batch."),
     device: str = typer.Option("cpu", help="torch device, e.g. cpu or cuda."),
     out: Path = typer.Option(..., "--out", help="Output folder: images/, masks/, manifest.csv (rerun resumes)."),
     ray: Optional[str] = typer.Option(
@@ -58,6 +79,8 @@ def sample(
 
     if sampler not in ("ddim", "dpm"):
         raise InputError(f"unknown sampler {sampler!r}; choose ddim or dpm")
+    if (like is not None or prototype is not None) and guidance_interval != DEFAULTS_INTERVAL:
+        raise InputError("--guidance-interval does not apply to --like or --prototype yet")
     if like is not None or prototype is not None:
         if ray is not None:
             raise InputError("--ray does not take --like or --prototype yet")
@@ -79,7 +102,8 @@ def sample(
     source, note = choose_mask_source(loaded, masks, foreground, mask_steps)
     if note:
         typer.echo(note)
-    settings = SamplingSettings(steps=steps, guidance=guidance, sampler=sampler, batch_size=batch_size)
+    settings = SamplingSettings(steps=steps, guidance=guidance, sampler=sampler, batch_size=batch_size,
+                                guidance_interval=parse_interval(guidance_interval))
     with progress_bar("sampling", n * len(ids)) as advance:
         if ray is not None:
             from histosynth.distributed.ray_generate import generate_dataset_ray

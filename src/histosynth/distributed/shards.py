@@ -80,7 +80,7 @@ def plan_jobs(
             row = SyntheticRow(
                 id=tile_id, image=f"images/{tile_id}.png", mask=f"masks/{tile_id}.png", label=name,
                 split="synthetic", seed=seed + i, model=identity, sampler=settings.sampler, steps=settings.steps,
-                guidance=settings.guidance, mask_source=source,
+                guidance=settings.guidance_record, mask_source=source,
             )
             jobs.append(TileJob(row, label, index))
     return jobs

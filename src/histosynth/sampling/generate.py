@@ -154,7 +154,7 @@ def generate_dataset(
             row = SyntheticRow(
                 id=tile_id, image=f"images/{tile_id}.png", mask=f"masks/{tile_id}.png",
                 label=model.classes.labels[label], split="synthetic", seed=tile_seed, model=identity,
-                sampler=settings.sampler, steps=settings.steps, guidance=settings.guidance, mask_source=source,
+                sampler=settings.sampler, steps=settings.steps, guidance=settings.guidance_record, mask_source=source,
             )
             writer.add(row, image, mask)
         writer.flush(order)

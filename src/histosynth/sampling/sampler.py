@@ -14,8 +14,6 @@ a tile embedding for a denoiser trained with one (``--like``: its own guidance w
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import torch
@@ -23,9 +21,11 @@ import torch
 from histosynth.errors import InputError
 from histosynth.models.denoiser import DenoiserConfig
 from histosynth.models.pipeline import LatentDiffusionModel
+from histosynth.sampling.settings import SamplerName, SamplingSettings
 from histosynth.training.tensors import mask_fractions
 
-SamplerName = Literal["ddim", "dpm"]
+__all__ = ["GuidedDenoiser", "SamplerName", "SamplingSettings", "TileSampler", "build_scheduler"]
+
 
 
 def build_scheduler(model: LatentDiffusionModel | DenoiserConfig, name: SamplerName):
@@ -94,18 +94,6 @@ class GuidedDenoiser:
         return uncond + w * (cond - uncond) + w_e * (cond_e - cond)
 
 
-@dataclass
-class SamplingSettings:
-    steps: int = 50
-    guidance: float = 2.0
-    sampler: SamplerName = "ddim"
-    batch_size: int = 16
-    #: Guidance weight of the tile embedding (embedding denoisers, ``--like``): 0 ignores it, 1 = plain conditional.
-    like_weight: float = 2.0
-    #: Classifier-guidance weight towards a prototype (0 = off: the unguided code path exactly).
-    prototype_guidance: float = 0.0
-
-
 class TileSampler:
     """Generate tiles for given labels, masks and seeds from a :class:`LatentDiffusionModel`."""
 
@@ -145,11 +133,15 @@ class TileSampler:
         scheduler.set_timesteps(self.settings.steps, device=self.device)
         latents = latents.to(self.device) * scheduler.init_noise_sigma
         guided = GuidedDenoiser(self.model.denoiser, self.settings.guidance, self.settings.like_weight)
+        unguided = GuidedDenoiser(self.model.denoiser, 1.0, self.settings.like_weight)
+        low, high = self.settings.guidance_interval
+        total = self.model.denoiser.config.num_train_timesteps
         labels, fractions = labels.to(self.device), fractions.to(self.device)
         extra = {} if embeddings is None else {"embeddings": embeddings.to(self.device, torch.float32)}
         steer = self._classifier_guidance(scheduler, prototypes)
         for t in scheduler.timesteps:
-            out = guided(scheduler.scale_model_input(latents, t), t, labels, fractions, **extra)
+            model = guided if low <= float(t) / total <= high else unguided
+            out = model(scheduler.scale_model_input(latents, t), t, labels, fractions, **extra)
             if steer is not None:
                 out = steer(out, latents, t)
             latents = scheduler.step(out, t, latents).prev_sample

@@ -30,7 +30,7 @@ class SyntheticRow:
     model: str
     sampler: str
     steps: int
-    guidance: float
+    guidance: float | str  # the weight, or 'w@low-high' with a guidance interval
     mask_source: str
 
 
