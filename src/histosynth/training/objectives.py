@@ -24,6 +24,8 @@ class DenoiserLossConfig(BaseModel):
     """Denoiser training: probability of dropping the condition to null (classifier-free guidance)."""
 
     condition_dropout: float = Field(0.1, ge=0, le=1)
+    #: Min-SNR-gamma loss weighting (Hang et al. 2023; diffusers' ``compute_snr``); None = plain MSE.
+    snr_gamma: float | None = Field(None, gt=0)
 
 
 class EmbeddingDenoiserLossConfig(DenoiserLossConfig):
@@ -131,5 +133,19 @@ class DenoiserObjective:
                      "drop_embedding": drop_embedding.to(device)}
             metrics["embedding_dropped"] = float(drop_embedding.float().mean())
         prediction = model(noisy.to(device), t.to(device), labels.to(device), fractions.to(device), **extra)
-        loss = F.mse_loss(prediction.float(), target.to(device))
-        return loss, metrics
+        if self.settings.snr_gamma is None:
+            return F.mse_loss(prediction.float(), target.to(device)), metrics
+        per_sample = F.mse_loss(prediction.float(), target.to(device), reduction="none").mean(dim=(1, 2, 3))
+        return (per_sample * min_snr_weights(self.noise_scheduler, t, self.settings.snr_gamma).to(device)).mean(), metrics
+
+
+def min_snr_weights(noise_scheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Per-sample Min-SNR-gamma weights for the scheduler's prediction type: ``min(SNR, gamma) / SNR`` for
+    epsilon, ``min(SNR, gamma) / (SNR + 1)`` for v-prediction (both equal the x0-loss weight min(SNR, gamma))."""
+    from diffusers.training_utils import compute_snr
+
+    snr = compute_snr(noise_scheduler, timesteps).float()
+    clipped = torch.minimum(snr, torch.full_like(snr, gamma))
+    if noise_scheduler.config.prediction_type == "v_prediction":
+        return clipped / (snr + 1)
+    return clipped / snr.clamp_min(1e-8)
