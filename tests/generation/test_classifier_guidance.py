@@ -11,7 +11,8 @@ import torch
 from histosynth.errors import InputError, ModelFolderError
 from histosynth.models.pipeline import LatentDiffusionModel
 from histosynth.models.prototype_classifier import PrototypeClassifier, load_prototype_classifier, resolve_prototype
-from histosynth.sampling.guidance import MIN_ALPHA_BAR, ClassifierGuidance, load_guidance_classifier
+from histosynth.sampling.classifier_guidance import MIN_ALPHA_BAR, ClassifierGuidance
+from histosynth.sampling.guidance import load_guidance_classifier
 from histosynth.sampling.masks import procedural_mask
 from histosynth.sampling.sampler import SamplingSettings, TileSampler
 from histosynth.training.prototypes import nearest_prototype, read_prototype_table, write_prototype_table

@@ -163,7 +163,7 @@ class TileSampler:
         weight = self.settings.prototype_guidance
         if prototypes is None or weight == 0:
             return None
-        from histosynth.sampling.guidance import ClassifierGuidance
+        from histosynth.sampling.classifier_guidance import ClassifierGuidance
 
         if self.classifier is None:
             raise ValueError("prototype guidance needs a TileSampler built with a classifier")
