@@ -23,7 +23,8 @@ from typer.testing import CliRunner
 from histosynth.cli.app import app, main
 from histosynth.data.manifest import load_manifest
 from histosynth.data.slides import tiler
-from histosynth.data.slides.reader import OpenSlideReader, open_slide
+from histosynth.data.slides.open import open_slide
+from histosynth.data.slides.reader import OpenSlideReader
 from histosynth.data.slides.tiff_reader import TiffReader
 from histosynth.data.slides.tiler import TilingOptions, tile_slide
 from histosynth.errors import InputError

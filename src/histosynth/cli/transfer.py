@@ -35,7 +35,7 @@ def transfer(
     from histosynth.cli.progress import progress_bar
     from histosynth.data.images import read_mask, read_raw_mask, read_rgb
     from histosynth.errors import InputError
-    from histosynth.sampling.transfer.backbones import is_stable_diffusion_folder, load_backbone
+    from histosynth.sampling.transfer.load import is_stable_diffusion_folder, load_backbone
     from histosynth.sampling.transfer.dataset import transfer_dataset
     from histosynth.sampling.transfer.pipeline import AppearanceTransfer, TransferSettings
     from histosynth.weights import default_model_dir

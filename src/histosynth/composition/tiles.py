@@ -1,7 +1,7 @@
 """Spot tiles cut from a slide image: a square of ``diameter`` level-0 pixels centred on each spot.
 
 Plain images (JPEG, PNG, ...: the full-resolution H&E of legacy ST and Visium) are read whole with
-Pillow; pyramidal slides go through :func:`histosynth.data.slides.reader.open_slide`.
+Pillow; pyramidal slides go through :func:`histosynth.data.slides.open.open_slide`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ class SlideImage:
             self._array = _read_large_rgb(self.path)
             self.height, self.width = self._array.shape[:2]
         else:
-            from histosynth.data.slides.reader import open_slide
+            from histosynth.data.slides.open import open_slide
 
             self._reader = open_slide(self.path)
             self.width, self.height = self._reader.level_dimensions[0]

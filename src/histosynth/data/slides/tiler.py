@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from histosynth.data.slides.outputs import SLIDE_JSON, check_resumable, is_complete_png, slide_json, write_manifest
-from histosynth.data.slides.reader import SlideReader, open_slide
+from histosynth.data.slides.open import open_slide
+from histosynth.data.slides.reader import SlideReader
 from histosynth.data.slides.tissue import detect_tissue
 from histosynth.errors import InputError
 from histosynth.io import remove_stale_temporaries, save_png, write_json

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -150,24 +149,3 @@ class HistosynthBackbone(TransferBackbone):
 
         if label is not None and not 0 <= label <= self.model.denoiser.config.null_label:
             raise InputError(f"unknown class id {label}")
-
-
-def is_stable_diffusion_folder(folder: str | Path) -> bool:
-    """A diffusers pipeline folder (``model_index.json`` at the top)."""
-    return (Path(folder) / "model_index.json").is_file()
-
-
-def load_backbone(folder: str | Path, device: str | torch.device = "cpu", prompt: str = "",
-                  classes: ClassList | None = None) -> TransferBackbone:
-    """A histosynth model folder or a local Stable Diffusion 1.x/2.x folder, as a transfer backbone.
-
-    ``prompt`` and ``classes`` (the meaning of mask values, for writing masks) apply to Stable
-    Diffusion folders only: our folders carry their own classes and take no text.
-    """
-    if is_stable_diffusion_folder(folder):
-        from histosynth.sampling.transfer.stable_diffusion import StableDiffusionBackbone
-
-        return StableDiffusionBackbone(folder, device, prompt=prompt, classes=classes)
-    from histosynth.models.pipeline import LatentDiffusionModel
-
-    return HistosynthBackbone(LatentDiffusionModel.load(folder), device)
