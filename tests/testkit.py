@@ -97,3 +97,21 @@ def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
         code = exit_.code
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+def kill_9_after_checkpoint(command: list[str], checkpoints: Path, step: int, env: dict[str, str],
+                            timeout: float = 180) -> None:
+    """Start ``command``, ``kill -9`` it once ``checkpoints`` holds step ``step`` (or later), and wait."""
+    import signal
+    import subprocess
+    import time
+
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        if checkpoints.is_dir() and any(p.name >= f"step_{step:07d}" for p in checkpoints.iterdir()):
+            break
+        time.sleep(0.02)
+    assert process.poll() is None, "training finished before it could be killed; raise train.steps"
+    process.send_signal(signal.SIGKILL)
+    process.wait()

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -25,6 +23,7 @@ from histosynth.models.pipeline import LatentDiffusionModel  # noqa: E402
 from histosynth.training.decoder_gan import DecoderGanLossConfig  # noqa: E402
 from histosynth.training.recipes import finetune_decoder  # noqa: E402
 from histosynth.training.tensors import to_unit_range  # noqa: E402
+from testkit import kill_9_after_checkpoint  # noqa: E402
 from tiny_models import CLASSES, make_tiles, tiny_train_config  # noqa: E402
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"
@@ -90,17 +89,7 @@ def test_decoder_finetune_killed_then_rerun_gives_the_uninterrupted_weights(make
                    capture_output=True)
 
     killed = tmp_path / "killed"
-    process = subprocess.Popen(_command(data, tiny_model_dir, killed, config), env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    checkpoints = killed / "runs" / "decoder" / "checkpoints"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and process.poll() is None:
-        if checkpoints.is_dir() and any(p.name >= "step_0000015" for p in checkpoints.iterdir()):
-            break
-        time.sleep(0.02)
-    assert process.poll() is None, "training finished before it could be killed; raise train.steps"
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_9_after_checkpoint(_command(data, tiny_model_dir, killed, config), killed / "runs" / "decoder" / "checkpoints", 15, env)
     assert not (killed / "autoencoder").exists()  # no half-written model folder
 
     subprocess.run(_command(data, tiny_model_dir, killed, config), check=True, env=env, capture_output=True)

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 from safetensors.torch import load_file
+from testkit import kill_9_after_checkpoint
 
 CONFIG = {
     "train": {"steps": 60, "batch_size": 4, "learning_rate": 1e-3, "warmup_steps": 0, "checkpoint_every": 5,
@@ -40,17 +39,7 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_weights(make_tile_dataset, tm
     subprocess.run(_command(data, tmp_path / "straight", config), check=True, env=env, capture_output=True)
 
     killed = tmp_path / "killed"
-    process = subprocess.Popen(_command(data, killed, config), env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    checkpoints = killed / "runs" / "autoencoder" / "checkpoints"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None:
-        if checkpoints.is_dir() and any(p.name >= "step_0000015" for p in checkpoints.iterdir()):
-            break
-        time.sleep(0.02)
-    assert process.poll() is None, "training finished before it could be killed; raise train.steps"
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_9_after_checkpoint(_command(data, killed, config), killed / "runs" / "autoencoder" / "checkpoints", 15, env)
     assert not (killed / "autoencoder").exists()  # no half-written model folder
 
     subprocess.run(_command(data, killed, config), check=True, env=env, capture_output=True)
