@@ -129,7 +129,8 @@ def generate_from_train(model: LatentDiffusionModel, train: TileTensors, items: 
                         args: argparse.Namespace, folder: Path) -> list[str]:
     """Generate (or resume) each (tile id, train index, seed) from that train tile's label and mask.
 
-    Uses ``args.steps``, ``args.guidance``, ``args.sampler``, ``args.batch`` and ``args.device``.
+    Uses ``args.steps``, ``args.guidance``, ``args.sampler``, ``args.batch``, ``args.device`` and, when
+    present, ``args.guidance_interval``.
     """
     interval = getattr(args, "guidance_interval", "0,1")
     settings = SamplingSettings(steps=args.steps, guidance=args.guidance, sampler=args.sampler, batch_size=args.batch,
@@ -143,8 +144,7 @@ def generate_from_train(model: LatentDiffusionModel, train: TileTensors, items: 
         rows.append(SyntheticRow(
             id=tile_id, image=f"images/{tile_id}.png", mask=f"masks/{tile_id}.png",
             label=labels[label] if label < len(labels) else "", split="synthetic", seed=seed,
-            model=identity, sampler=args.sampler, steps=args.steps,
-            guidance=args.guidance if interval in ("0,1", None) else f"{args.guidance}@{interval}",
+            model=identity, sampler=args.sampler, steps=args.steps, guidance=settings.guidance_record,
             mask_source=f"train:{train.ids[j]}"))
     for row in rows:  # a resumed folder must hold exactly these tiles
         old = writer.rows.get(row.id)
