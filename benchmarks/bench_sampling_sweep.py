@@ -1,0 +1,131 @@
+"""Sampling-settings sweep on the issue-H protocol, reading no test tile (for choosing defaults).
+
+    .venv/bin/python benchmarks/bench_sampling_sweep.py --model src/histosynth/weights/default \
+        --settings dpm:20:2 dpm:20:1.5 dpm:20:3@0.17-0.89 --out bench_out/sweep --cache bench_out/quality/features
+
+Each setting is ``sampler:steps:guidance[@low-high]`` (the last part a guidance interval, fractions of
+the training timesteps). For every setting, ``--n`` tiles are generated from the labels and masks of the
+same ``n`` random train tiles (same seeds; the draw of ``bench_quality.py``) into ``OUT/<setting>/``, a
+folder a rerun resumes, and scored in Inception features against all train tiles: FID, KID,
+precision/recall, density/coverage (k = 3) and authenticity. Test tiles are never read, so the best
+setting may be chosen from this table; ``bench_quality.py`` then measures it against the real floor.
+Features are cached (share ``--cache`` with ``bench_quality.py`` to reuse the train features).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import machine, peak_rss_mib  # noqa: E402
+from bench_quality import DEFAULT_DATA, _key, cached_features, generate  # noqa: E402
+
+from histosynth.data.images import read_rgb  # noqa: E402
+from histosynth.data.manifest import load_manifest  # noqa: E402
+from histosynth.errors import HistosynthError, InputError  # noqa: E402
+from histosynth.evaluation.fidelity import fidelity_metrics  # noqa: E402
+from histosynth.evaluation.privacy import authenticity  # noqa: E402
+from histosynth.io import write_json  # noqa: E402
+from histosynth.models.pipeline import LatentDiffusionModel  # noqa: E402
+from histosynth.sampling.settings import SAMPLERS  # noqa: E402
+from histosynth.training.tensors import load_tile_tensors  # noqa: E402
+
+
+def parse_setting(text: str) -> argparse.Namespace:
+    """``sampler:steps:guidance[@low-high]`` -> the fields ``generate`` reads."""
+    try:
+        sampler, steps, guidance = text.split(":")
+        weight, _, interval = guidance.partition("@")
+        low, high = interval.split("-") if interval else ("0", "1")
+        parsed = argparse.Namespace(sampler=sampler, steps=int(steps), guidance=float(weight),
+                                    guidance_interval=f"{float(low):g},{float(high):g}")
+    except ValueError:
+        raise InputError(f"setting {text!r} is not sampler:steps:guidance[@low-high], e.g. dpm:20:2@0.17-0.89")
+    if sampler not in SAMPLERS:
+        raise InputError(f"setting {text!r}: unknown sampler {sampler!r}; choose {' or '.join(SAMPLERS)}")
+    return parsed
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="src/histosynth/weights/default")
+    parser.add_argument("--data", default=str(DEFAULT_DATA), help="manifest with a train split")
+    parser.add_argument("--settings", nargs="+", required=True, help="sampler:steps:guidance[@low-high] ...")
+    parser.add_argument("--n", type=int, default=412)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="bench_out/sweep")
+    parser.add_argument("--cache", help="feature cache folder (default OUT/features)")
+    parser.add_argument("--device", default="cpu")
+    return parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace, command: str) -> dict:
+    settings = [parse_setting(text) for text in args.settings]
+    model = LatentDiffusionModel.load(args.model)
+    size = model.autoencoder_config.tile_size
+    train = load_tile_tensors(load_manifest(args.data, classes=model.classes).select_split("train"), size)
+    candidates = np.flatnonzero(train.mask_known.numpy())
+    if len(candidates) == 0:
+        raise InputError("the train split has no masks to condition on", args.data)
+    picks = np.random.default_rng(args.seed).choice(candidates, args.n, replace=args.n > len(candidates))
+    out, source = Path(args.out), str(Path(args.data).resolve())
+    cache = Path(args.cache) if args.cache else out / "features"
+    train_f = cached_features(cache, "train", _key(source, size, train.ids),
+                              (x.permute(1, 2, 0).numpy() for x in train.images), len(train), args.device)
+    rows = []
+    for text, setting in zip(args.settings, settings):
+        for name in ("batch", "seed", "device"):
+            setattr(setting, name, getattr(args, name))
+        start = time.perf_counter()
+        folder = out / text.replace(":", "_").replace("@", "_at_")
+        ids = generate(model, train, picks, setting, folder)
+        seconds = time.perf_counter() - start
+        generated = np.stack([read_rgb(folder / "images" / f"{tile_id}.png") for tile_id in ids])
+        key = _key(model.identity, setting.steps, setting.guidance, setting.sampler, args.seed,
+                   [train.ids[j] for j in picks],
+                   *([] if setting.guidance_interval == "0,1" else [setting.guidance_interval]))
+        gen_f = cached_features(cache, "generated", key, iter(generated), len(generated), args.device)
+        metrics = fidelity_metrics(train_f, gen_f)
+        metrics["authenticity"] = authenticity(train_f, gen_f)[0]
+        rows.append({"setting": text, "folder": str(folder), "generate_s": round(seconds, 1), **metrics})
+        print(f"{text}: FID {metrics['fid']:.1f}, precision {metrics['precision']:.3f}, "
+              f"recall {metrics['recall']:.3f}, authenticity {metrics['authenticity']:.3f}", flush=True)
+    return {"command": command, "machine": machine(), "model": model.identity,
+            "model_folder": str(Path(args.model).resolve()), "n": args.n, "n_train": len(train), "rows": rows,
+            "peak_rss_mib": round(peak_rss_mib())}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    command = shlex.join([sys.executable, *(sys.argv if argv is None else [__file__, *argv])])
+    if not Path(args.data).exists():
+        print(f"skipped: no data at {args.data}")
+        return 0
+    try:
+        result = run(args, command)
+    except HistosynthError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    print(f"\nmachine: {result['machine']}\nmodel {result['model']} ({result['model_folder']}); n = {result['n']} "
+          f"generated vs all {result['n_train']} train tiles (Inception, k = 3)")
+    print("| sampler:steps:guidance[@interval] | FID | KID x1000 | precision | recall | density | coverage "
+          "| authenticity | generate (s, incl. resumed) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for row in result["rows"]:
+        print(f"| {row['setting']} | {row['fid']:.1f} | {row['kid_x1000']:.1f} | {row['precision']:.3f} | "
+              f"{row['recall']:.3f} | {row['density']:.3f} | {row['coverage']:.3f} | {row['authenticity']:.3f} | "
+              f"{row['generate_s']:.0f} |")
+    print(f"command: {result['command']}")
+    write_json(Path(args.out) / "sweep.json", result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
