@@ -106,7 +106,6 @@ def tile_file_width(table: SpotTable) -> int | None:
     """Width in pixels of the first tile file (the slide pixels a pre-cut tile covers when cut natively)."""
     if not table.tiles:
         return None
-    from PIL import Image
+    from histosynth.data.images import image_size
 
-    with Image.open(table.tiles[0]) as image:
-        return int(image.width)
+    return image_size(table.tiles[0])[0]

@@ -15,6 +15,9 @@ import numpy as np
 from histosynth.errors import InputError
 
 PLAIN_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+#: Pixel limit of a plain whole-slide image (the tile limit is far too low for one): 2 gigapixels, ~6 GB RGB,
+#: or ``$HISTOSYNTH_MAX_IMAGE_PIXELS`` when that is higher.
+PLAIN_SLIDE_MAX_PIXELS = 2_000_000_000
 
 
 class SlideImage:
@@ -25,7 +28,9 @@ class SlideImage:
         self._array: np.ndarray | None = None
         self._reader = None
         if self.path.suffix.lower() in PLAIN_SUFFIXES:
-            self._array = _read_large_rgb(self.path)
+            from histosynth.data.images import max_image_pixels, read_rgb
+
+            self._array = read_rgb(self.path, max_pixels=max(max_image_pixels(), PLAIN_SLIDE_MAX_PIXELS))
             self.height, self.width = self._array.shape[:2]
         else:
             from histosynth.data.slides.open import open_slide
@@ -76,31 +81,11 @@ def image_size(path: str | Path) -> tuple[int, int]:
     """``(width, height)`` of a plain image (header only) or a slide's level 0."""
     path = Path(path)
     if path.suffix.lower() in PLAIN_SUFFIXES:
-        from PIL import Image, UnidentifiedImageError
+        from histosynth.data.images import image_size as header_size
 
-        try:
-            with Image.open(path) as image:
-                return image.size
-        except (UnidentifiedImageError, OSError) as error:
-            raise InputError(f"corrupt or unreadable image ({type(error).__name__})", path) from None
+        return header_size(path)
     with SlideImage(path) as slide:
         return slide.width, slide.height
-
-
-def _read_large_rgb(path: Path) -> np.ndarray:
-    """A plain image of any size as RGB uint8 (Pillow's decompression-bomb limit lifted for this read)."""
-    from PIL import Image, UnidentifiedImageError
-
-    limit = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return np.asarray(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise InputError(f"corrupt or unreadable image ({type(error).__name__})", path) from None
-    finally:
-        Image.MAX_IMAGE_PIXELS = limit
 
 
 def tile_boxes(coords: np.ndarray, diameter: float) -> np.ndarray:

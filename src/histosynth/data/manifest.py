@@ -1,8 +1,9 @@
 """Tile manifests: a CSV ``id,image,mask,label,split`` or a folder ``images/`` + ``masks/``.
 
-Paths in a CSV are relative to the CSV. Loading reads only the table; files are opened later
-(by :mod:`histosynth.data.images` or :func:`histosynth.data.validate.validate_manifest`), so a
-manifest with missing files still loads and can be validated as a whole.
+Paths in a CSV are relative to the CSV. Loading reads only the table and applies the id rules of
+``histosynth data validate`` (no empty or duplicate id); files are opened later (by
+:mod:`histosynth.data.images` or :func:`histosynth.data.validate.validate_manifest`), so a manifest
+with missing files still loads and can be validated as a whole.
 """
 
 from __future__ import annotations
@@ -63,7 +64,15 @@ class TileManifest:
         return TileManifest(self.source, chosen, self.classes)
 
     def label_ids(self) -> list[int]:
-        return [self.classes.label_id(r.label) for r in self.records]
+        """Label id of every record; ``InputError`` naming the manifest and row of an unknown label."""
+        ids = []
+        for record in self.records:
+            try:
+                ids.append(self.classes.label_id(record.label))
+            except InputError as error:
+                where = f"line {record.row + 1} (id {record.id}): " if record.row else f"id {record.id}: "
+                raise InputError(where + str(error), self.source) from None
+        return ids
 
 
 def _none_if_empty(value: str | None) -> str | None:
@@ -122,13 +131,16 @@ def read_image_folder(folder: Path) -> list[TileRecord]:
     return records
 
 
-def load_manifest(path: str | Path, classes: ClassList | str | Path | None = None) -> TileManifest:
+def load_manifest(
+    path: str | Path, classes: ClassList | str | Path | None = None, check_ids: bool = True
+) -> TileManifest:
     """Load a tile dataset from a manifest CSV or a folder.
 
     A folder that holds ``manifest.csv`` (the synthetic dataset contract) is read through it;
     otherwise ``images/`` + ``masks/`` are paired by file stem. The class list is, in order:
     ``classes`` (object, file or preset name ``ebhi``), ``classes.json`` beside the manifest,
-    or inferred from the labels present.
+    or inferred from the labels present. An empty or duplicate id raises ``InputError`` naming the
+    manifest, line and id, unless ``check_ids`` is False (``data validate``, which reports them all).
     """
     path = Path(path)
     if path.is_dir():
@@ -150,4 +162,9 @@ def load_manifest(path: str | Path, classes: ClassList | str | Path | None = Non
     else:
         labels = [r.label for r in records]
         class_list = ClassList.infer(labels) if any(labels) else ClassList(labels=["tissue"])
-    return TileManifest(source=path, records=records, classes=class_list)
+    manifest = TileManifest(source=path, records=records, classes=class_list)
+    if check_ids:
+        from histosynth.data.validate import check_ids as check_id_rules
+
+        check_id_rules(manifest)
+    return manifest

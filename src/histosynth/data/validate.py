@@ -1,8 +1,10 @@
 """Validate a tile manifest: check every row and report all problems at once.
 
 Table rules (ids, labels, splits) are checked on the records; file rules (missing, corrupt,
-size mismatch, mask values) open every image and mask once, fully decoded, in a thread pool.
-Problems come back in row order, then dataset-wide ones (required splits with no rows).
+oversized, size mismatch, tile size, mask values) open every image and mask once, fully decoded,
+in a thread pool. Problems come back in row order, then dataset-wide ones (required splits with no
+rows). Loaders apply the same rules without reporting everything: :func:`check_ids` (called by
+``load_manifest``) and :func:`histosynth.data.images.read_tile`, whose messages these share.
 """
 
 from __future__ import annotations
@@ -13,15 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-import numpy as np
-
-from histosynth.data.images import read_raw_mask, read_rgb
+from histosynth.data.images import Size, pair_mismatch, read_raw_mask, read_rgb, size_text, undeclared_mask_values
 from histosynth.data.manifest import MANIFEST_FILE_NAME, TileManifest, TileRecord
-from histosynth.errors import HistosynthError
+from histosynth.errors import HistosynthError, InputError
 
 T = TypeVar("T")
 R = TypeVar("R")
 RowCallback = Callable[[int], None]
+ID_RULES = ("empty_id", "duplicate_id")
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,14 @@ class Problem:
         place = f"{self.path}:{self.row + 1}" if self.row > 0 else str(self.path)
         who = f" (id {self.id})" if self.id else ""
         return f"{place}{who}: {self.message}"
+
+    def as_error(self, more: int = 0) -> InputError:
+        """This problem as an ``InputError`` on its file (``path: line N (id X): message``)."""
+        where = f"line {self.row + 1}" if self.row > 0 else ""
+        if self.id:
+            where = f"{where} (id {self.id})" if where else f"id {self.id}"
+        suffix = f" (and {more} more such problem{'s' if more > 1 else ''})" if more else ""
+        return InputError(f"{where + ': ' if where else ''}{self.message}{suffix}", self.path)
 
 
 def map_in_order(
@@ -94,13 +103,13 @@ def _reason(error: Exception) -> str:
 class _Checker:
     """Builds :class:`Problem` objects for one manifest (knows where paths are shown from)."""
 
-    def __init__(self, dataset: TileManifest) -> None:
+    def __init__(self, dataset: TileManifest, tile_size: Size | None = None) -> None:
         self.dataset = dataset
+        self.tile_size = tile_size
         source = dataset.source
         self.is_csv = not source.is_dir() or (source / MANIFEST_FILE_NAME).exists()
         self.csv_path = source / MANIFEST_FILE_NAME if source.is_dir() and self.is_csv else source
         self.base = self.csv_path.parent if self.is_csv else source
-        self.allowed_mask_values = sorted(dataset.classes.mask_values)
 
     def problem(self, record: TileRecord | None, kind: str, message: str) -> Problem:
         path = self.csv_path if self.is_csv else self.dataset.source
@@ -114,18 +123,22 @@ class _Checker:
     def check_files(self, record: TileRecord) -> list[Problem]:
         """Open the image and mask of one row (each once) and report what is wrong with them."""
         problems: list[Problem] = []
-        image_size = None
+        image = None
+        image_name = self.show(record.image)
         if record.image.is_dir():
             problems.append(self.problem(record, "missing_image", "image cell is empty or names a folder"))
         elif not record.image.is_file():
-            problems.append(self.problem(record, "missing_image", f"image {self.show(record.image)} not found"))
+            problems.append(self.problem(record, "missing_image", f"image {image_name} not found"))
         else:
             try:
                 image = read_rgb(record.image)
-                image_size = (image.shape[1], image.shape[0])
             except Exception as error:  # noqa: BLE001 - every failure is a problem to report
-                message = f"image {self.show(record.image)}: {_reason(error)}"
-                problems.append(self.problem(record, "corrupt_image", message))
+                problems.append(self.problem(record, "corrupt_image", f"image {image_name}: {_reason(error)}"))
+        if image is not None and self.tile_size is not None and image.shape[1::-1] != tuple(self.tile_size):
+            problems.append(self.problem(
+                record, "tile_size",
+                f"image {image_name} is {image.shape[1]}x{image.shape[0]} px, expected {size_text(self.tile_size)}",
+            ))
         if record.mask is None:
             return problems
         mask_name = self.show(record.mask)
@@ -137,21 +150,14 @@ class _Checker:
         except Exception as error:  # noqa: BLE001
             problems.append(self.problem(record, "corrupt_mask", f"mask {mask_name}: {_reason(error)}"))
             return problems
-        mask_size = (raw.shape[1], raw.shape[0])
-        if image_size is not None and mask_size != image_size:
-            problems.append(self.problem(
-                record, "size_mismatch",
-                f"mask {mask_name} is {mask_size[0]}x{mask_size[1]} but image "
-                f"{self.show(record.image)} is {image_size[0]}x{image_size[1]}",
-            ))
-        present = np.flatnonzero(np.bincount(raw.ravel(), minlength=256))
-        bad = [int(v) for v in present if int(v) not in self.dataset.classes.mask_values]
-        if bad:
-            shown = ", ".join(map(str, bad[:8])) + (", ..." if len(bad) > 8 else "")
-            allowed = ", ".join(map(str, self.allowed_mask_values))
+        mismatch = pair_mismatch(f"mask {mask_name}", raw, f"image {image_name}", image) if image is not None else None
+        if mismatch:
+            problems.append(self.problem(record, "size_mismatch", mismatch))
+        undeclared = undeclared_mask_values(raw, self.dataset.classes)
+        if undeclared is not None:
             problems.append(self.problem(
                 record, "mask_values",
-                f"mask {mask_name} has values {shown} outside the declared classes (allowed: {allowed})",
+                f"mask {mask_name} has values {undeclared[0]} outside the declared classes (allowed: {undeclared[1]})",
             ))
         return problems
 
@@ -168,8 +174,11 @@ class _Checker:
                 problems.append(self.problem(record, "empty_id", "id is empty"))
             elif record.id in first_row_of:
                 first = first_row_of[record.id]
-                where = f"line {first.row + 1}" if self.is_csv else self.show(first.image)
-                message = f"duplicate id {record.id!r}, first used on {where}"
+                if self.is_csv:
+                    message = f"duplicate id {record.id!r}, first used on line {first.row + 1}"
+                else:
+                    message = (f"duplicate id {record.id!r}: {self.show(record.image)} and "
+                               f"{self.show(first.image)} have the same name")
                 problems.append(self.problem(record, "duplicate_id", message))
             else:
                 first_row_of[record.id] = record
@@ -192,17 +201,26 @@ class _Checker:
         return problems
 
 
+def check_ids(dataset: TileManifest) -> None:
+    """``InputError`` naming the manifest, line and id of the first empty or duplicate id (the id rules)."""
+    problems = [p for found in _Checker(dataset).check_table().values() for p in found if p.kind in ID_RULES]
+    if problems:
+        raise problems[0].as_error(more=len(problems) - 1)
+
+
 def validate_manifest(
     dataset: TileManifest,
     required_splits: Iterable[str] = (),
     jobs: int = 1,
     on_row: RowCallback | None = None,
+    tile_size: Size | None = None,
 ) -> list[Problem]:
     """Check every row of ``dataset`` and return all problems (empty list when clean).
 
     Every image and mask is decoded once, in ``jobs`` threads; ``on_row(1)`` is called per row.
+    ``tile_size`` (width, height): also report images of another size.
     """
-    checker = _Checker(dataset)
+    checker = _Checker(dataset, tile_size)
     table = checker.check_table()
     problems: list[Problem] = []
     file_results = map_in_order(checker.check_files, dataset.records, jobs=jobs, on_row=on_row)

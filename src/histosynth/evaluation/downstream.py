@@ -59,7 +59,8 @@ class DownstreamRun:
 
 
 def _tensors(manifest: TileManifest, size: int) -> TileTensors:
-    return load_tile_tensors(manifest, size)
+    """Tiles held at ``config.tile_size`` (an explicit resize: the runs train at ``config.size`` anyway)."""
+    return load_tile_tensors(manifest, size, resize=True)
 
 
 def synthetic_by_source(synth: TileManifest, train_ids: set[str]) -> dict[str, list[int]] | None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from histosynth.data.images import read_rgb
+from histosynth.data.images import read_rgb, require_file
 from histosynth.encoders.base import FeatureEncoder
 from histosynth.io import atomic_path, file_digest
 
@@ -83,7 +83,7 @@ def image_features(
     ``save_every > 0`` (with a cache) persists new vectors every that many tiles, so a rerun after a
     kill resumes where the last part ended.
     """
-    digests = [file_digest(p) for p in paths]
+    digests = [file_digest(require_file(p)) for p in paths]  # a missing file: one line naming it
     cache = FeatureCache(cache_dir, encoder) if cache_dir is not None else None
     known = dict(cache.vectors) if cache is not None else {}
     first: dict[str, int] = {}  # one computation per distinct file content

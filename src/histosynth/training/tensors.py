@@ -9,9 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from histosynth.data.images import read_mask, read_rgb
+from histosynth.data.images import read_tile
 from histosynth.data.manifest import TileManifest, TileRecord
-from histosynth.errors import InputError
 
 
 @dataclass
@@ -28,29 +27,19 @@ class TileTensors:
         return len(self.ids)
 
 
-def _resize(image: np.ndarray, mask: np.ndarray | None, size: int) -> tuple[np.ndarray, np.ndarray | None]:
-    from PIL import Image
-
-    if image.shape[:2] != (size, size):
-        image = np.asarray(Image.fromarray(image).resize((size, size), Image.BICUBIC))
-        if mask is not None:
-            mask = np.asarray(Image.fromarray(mask).resize((size, size), Image.NEAREST))
-    return image, mask
-
-
 def load_tile_tensors(
-    manifest: TileManifest, size: int, jobs: int = 2, on_item: Callable[[int], None] | None = None
+    manifest: TileManifest, size: int, jobs: int = 2, on_item: Callable[[int], None] | None = None,
+    resize: bool = False,
 ) -> TileTensors:
-    """Read every tile (resized to ``size`` if needed) into memory; bad files raise one-line errors."""
+    """Read every tile into memory; every image must be ``size`` x ``size`` px (or, with ``resize``, is resized).
+
+    Bad files (missing, corrupt, oversized, of another size, masks that do not fit) raise one-line
+    errors naming the file: the file rules of ``histosynth data validate``.
+    """
     classes = manifest.classes
 
     def read(record: TileRecord) -> tuple[np.ndarray, np.ndarray | None]:
-        image = read_rgb(record.image)
-        mask = read_mask(record.mask, classes) if record.mask is not None else None
-        if mask is not None and mask.shape != image.shape[:2]:
-            raise InputError(f"mask is {mask.shape[1]}x{mask.shape[0]} but image is "
-                             f"{image.shape[1]}x{image.shape[0]}", record.mask)
-        result = _resize(image, mask, size)
+        result = read_tile(record.image, record.mask, classes, (size, size), resize=resize)
         if on_item is not None:
             on_item(1)
         return result

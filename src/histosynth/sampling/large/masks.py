@@ -13,18 +13,17 @@ import numpy as np
 import torch
 
 from histosynth.data.classes import ClassList
-from histosynth.errors import InputError
 from histosynth.sampling.large.samplers import LargeLatentSampler, LargeSamplingSettings
 
 
 def read_large_mask(path: str | Path, classes: ClassList, width: int, height: int) -> np.ndarray:
-    """A mask file (PNG/TIFF, raw values as in the training masks) as class ids; must be ``width`` x ``height``."""
-    from histosynth.data.images import read_mask
+    """A mask file (PNG/TIFF, raw values as in the training masks) as class ids; must be ``width`` x ``height``.
 
-    mask = read_mask(path, classes)
-    if mask.shape != (height, width):
-        raise InputError(f"mask is {mask.shape[1]}x{mask.shape[0]}, the image is {width}x{height}", path)
-    return mask.astype(np.uint8)
+    Its size is checked from the header, before decoding; the pixel limit is raised to the image's size.
+    """
+    from histosynth.data.images import max_image_pixels, read_mask
+
+    return read_mask(path, classes, (width, height), max(max_image_pixels(), width * height))
 
 
 def clean_mask_cells(probabilities: np.ndarray, unknown: int, min_confidence: float = 0.5,
