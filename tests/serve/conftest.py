@@ -13,7 +13,8 @@ pytest.importorskip("fastapi", reason="histosynth serve needs fastapi (pip insta
 
 from histosynth.serve.service import ServeLimits  # noqa: E402
 
-from serve_helpers import TILE, decode_data_url, half_mask, png  # noqa: E402, F401
+from serve_helpers import (  # noqa: E402, F401
+    LOCAL, SECRET, TILE, decode_data_url, half_mask, png, write_hostile_datasets, write_outside)
 
 
 @pytest.fixture
@@ -29,6 +30,35 @@ def synthetic_root(tmp_path: Path, make_tile_dataset) -> Path:
 
 
 @pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    """Files outside the browsed folder (see ``serve_helpers.write_outside``)."""
+    return write_outside(tmp_path / "outside")
+
+
+@pytest.fixture
+def hostile(synthetic_root: Path, outside: Path) -> Path:
+    """``synthetic_root`` plus datasets that point outside or hold broken files (``write_hostile_datasets``)."""
+    write_hostile_datasets(synthetic_root, outside)
+    return synthetic_root
+
+
+@pytest.fixture
+def expect(tmp_path: Path) -> Callable[..., str]:
+    """``expect(response, *statuses)`` -> the error message, checking it is one line naming no server path
+    (nor leaking a traceback or the secret file)."""
+    leaks = {str(tmp_path), str(tmp_path.resolve()), "pytest-of-", "Traceback", SECRET.decode()}
+
+    def check(response, *statuses: int) -> str:
+        assert response.status_code in statuses, (response.status_code, response.text)
+        assert not any(leak in response.text for leak in leaks), response.text
+        message = response.json()["error"]
+        assert list(response.json()) == ["error"] and "\n" not in message and len(message) <= 300
+        return message
+
+    return check
+
+
+@pytest.fixture
 def make_client(tiny_model_dir: Path, synthetic_root: Path) -> Iterator[Callable[..., object]]:
     """``make_client(**limits)`` -> a started ``TestClient`` on the tiny model, browsing ``synthetic_root``."""
     from fastapi.testclient import TestClient
@@ -38,7 +68,7 @@ def make_client(tiny_model_dir: Path, synthetic_root: Path) -> Iterator[Callable
     clients = []
 
     def make(**limits) -> TestClient:
-        client = TestClient(create_app(tiny_model_dir, "cpu", ServeLimits(**limits), synthetic_root))
+        client = TestClient(create_app(tiny_model_dir, "cpu", ServeLimits(**limits), synthetic_root), base_url=LOCAL)
         clients.append(client.__enter__())
         return client
 

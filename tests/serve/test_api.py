@@ -6,7 +6,7 @@ import base64
 
 import numpy as np
 import pytest
-from serve_helpers import TILE, decode_data_url, half_mask, png
+from serve_helpers import LOCAL, TILE, decode_data_url, half_mask, png
 
 
 def generate(client, mask: np.ndarray | bytes, encoding: str = "ids", files: dict | None = None, **values):
@@ -149,7 +149,7 @@ def test_unexpected_failures_are_one_line_json_500s(tiny_model_dir, synthetic_ro
         raise RuntimeError("boom")
 
     app.state.service.run = broken
-    with TestClient(app, raise_server_exceptions=False) as client:
+    with TestClient(app, raise_server_exceptions=False, base_url=LOCAL) as client:
         assert error_of(generate(client, half_mask()), 500) == "internal error (RuntimeError); see the server log"
 
 

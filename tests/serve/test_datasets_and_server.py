@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from serve_helpers import TILE, half_mask, png
+from serve_helpers import LOCAL, TILE, half_mask, png
 
 from histosynth.serve.service import GenerationResult
 
@@ -43,7 +43,7 @@ def test_a_single_dataset_folder_is_browsable_and_new_tiles_appear(tmp_path, tin
     from histosynth.serve.app import create_app
 
     make_tile_dataset(tmp_path / "single", n=2, size=(TILE, TILE))
-    with TestClient(create_app(tiny_model_dir, datasets=tmp_path / "single")) as client:
+    with TestClient(create_app(tiny_model_dir, datasets=tmp_path / "single"), base_url=LOCAL) as client:
         assert client.get("/api/datasets").json()[0]["tiles"] == 2
         time.sleep(0.01)
         make_tile_dataset(tmp_path / "single", n=3, size=(TILE, TILE))  # rewrites manifest.csv

@@ -40,6 +40,10 @@ def serve(
     max_steps: int = typer.Option(50, "--max-steps", min=1, max=1000, help="Most sampling steps one request may ask."),
     max_upload_mb: float = typer.Option(8.0, "--max-upload-mb", min=0.01, help="Largest request body (MiB)."),
     max_side: int = typer.Option(2048, "--max-side", min=16, help="Largest uploaded image side (pixels)."),
+    allow_host: list[str] = typer.Option([], "--allow-host", metavar="NAME[:PORT]", help="Also answer requests "
+                                         "for this Host name (repeatable; without :PORT any port), e.g. the "
+                                         "machine's name when binding 0.0.0.0 or a reverse proxy's name. By "
+                                         "default only the bound host and localhost/127.0.0.1/[::1] on --port."),
 ) -> None:
     """Serve a web page to paint or upload a mask, choose class and guidance, and see the generated tile beside
     its mask; transfer an uploaded tile's appearance; browse synthetic datasets and their reports. The model
@@ -56,15 +60,23 @@ def serve(
     import uvicorn
 
     from histosynth.serve.app import create_app
+    from histosynth.serve.guards import WILDCARD_BINDS, allowed_hosts, split_host
     from histosynth.serve.service import ServeLimits
     from histosynth.weights import default_model_dir
 
+    bad = [name for name in allow_host if split_host(name) is None]
+    if bad:
+        raise InputError(f"--allow-host {bad[0]!r} is not a host name or name:port")
     _check_port(host, port)
+    hosts = allowed_hosts(host, port, allow_host)
     limits = ServeLimits(max_upload_bytes=int(max_upload_mb * 2**20), max_side=max_side, max_steps=max_steps)
     typer.echo("loading the model ...", err=True)
-    app = create_app(model or default_model_dir(), device, limits, datasets)
+    app = create_app(model or default_model_dir(), device, limits, datasets, hosts)
     if host not in LOOPBACK:
         typer.echo(f"warning: binding {host}: anyone who can reach port {port} can use this machine's model", err=True)
+    if host.strip() in WILDCARD_BINDS and not allow_host:
+        typer.echo("note: only requests for localhost are answered; add --allow-host NAME for each name or address "
+                   "clients use to reach this machine", err=True)
     typer.echo(f"histosynth serve: open http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/", err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")
 

@@ -5,14 +5,17 @@ Routes: ``GET /`` (the page), ``GET /api/info``, ``POST /api/generate`` (multipa
 own fields), ``POST /api/mask`` (an uploaded mask -> class ids for the painter), ``GET
 /api/model-mask`` (``label``, ``seed``: a mask from the model folder's mask model, the page's starting
 mask when there is one), ``GET /api/procedural-mask``, and ``/api/datasets/...`` for browsing. Every
-error is HTTP 4xx with the one-line JSON ``{"error": "..."}``. Generation and mask-model masks run in
-a worker thread, one request at a time.
+error is HTTP 4xx with the one-line JSON ``{"error": "..."}``, which never names a server path.
+Requests whose Host (or Origin) is not on the allow-list get 400 (403) before any route runs (see
+:mod:`histosynth.serve.guards`). Generation and mask-model masks run in a worker thread, one request
+at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
@@ -24,9 +27,10 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from histosynth.errors import HistosynthError
+from histosynth.errors import HistosynthError, InputError
 from histosynth.models.pipeline import LatentDiffusionModel
-from histosynth.serve.datasets import DatasetBrowser, NotFound
+from histosynth.serve.datasets import BrowseError, DatasetBrowser, NotFound
+from histosynth.serve.guards import LOOPBACK_HOSTS, BodyLimit, HostGuard, public_error, public_message, split_host
 from histosynth.serve.service import GenerationService, ServeLimits
 from histosynth.serve.uploads import colour_mask, data_url, decode_mask
 
@@ -34,60 +38,22 @@ PAGE_CSP = "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; sc
 REPORT_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
 
-class _TooLarge(Exception):
-    pass
-
-
-class BodyLimit:
-    """ASGI middleware: refuse request bodies over ``max_bytes`` with HTTP 413 (declared or streamed)."""
-
-    def __init__(self, app, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
-
-    async def _refuse(self, send) -> None:
-        import json
-
-        body = json.dumps({"error": f"upload too large: at most {self.max_bytes / 2**20:g} MiB per request"}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        declared = dict(scope.get("headers", [])).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await self._refuse(send)
-        received, started = 0, False
-
-        async def limited_receive():
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise _TooLarge
-            return message
-
-        async def tracked_send(message):
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracked_send)
-        except _TooLarge:
-            if not started:
-                await self._refuse(send)
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
+def _check_range(value: int, low: int, high: int, name: str) -> None:
+    if not low <= value <= high:
+        raise InputError(f"must be within {low}..{high}", name)
 
 
 def create_app(model: LatentDiffusionModel | str | Path, device: str = "cpu", limits: ServeLimits | None = None,
-               datasets: str | Path | None = None) -> FastAPI:
-    """Build the app; the model loads here, once (a bad folder fails before the server binds)."""
+               datasets: str | Path | None = None, hosts: Sequence[str] | None = None) -> FastAPI:
+    """Build the app; the model loads here, once (a bad folder fails before the server binds).
+
+    ``hosts``: the Host headers the app answers (``name`` or ``name:port``, see
+    :func:`histosynth.serve.guards.allowed_hosts`); default: the loopback names on any port.
+    """
+    hosts = tuple(LOOPBACK_HOSTS if hosts is None else hosts)
+    bad = [host for host in hosts if split_host(host) is None]
+    if bad:
+        raise InputError(f"{bad[0]!r} is not a host name or name:port", "hosts")
     if not isinstance(model, LatentDiffusionModel):
         model = LatentDiffusionModel.load(model)
     service = GenerationService(model, device, limits)
@@ -100,18 +66,19 @@ def create_app(model: LatentDiffusionModel | str | Path, device: str = "cpu", li
     app = FastAPI(title="histosynth", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.service, app.state.browser = service, browser
     app.add_middleware(BodyLimit, max_bytes=limits.max_upload_bytes)
+    app.add_middleware(HostGuard, allowed=hosts)  # outermost: refuses before any body is read
     app.mount("/static", StaticFiles(directory=static), name="static")
 
     def error(status: int, message: str) -> JSONResponse:
-        return JSONResponse({"error": _one_line(message)}, status_code=status)
+        return JSONResponse({"error": public_message(message)}, status_code=status)
 
     @app.exception_handler(HistosynthError)
     async def _input_error(_: Request, exc: HistosynthError) -> JSONResponse:
-        return error(400, str(exc))
+        return error(400, public_error(exc))
 
-    @app.exception_handler(NotFound)
-    async def _not_found(_: Request, exc: NotFound) -> JSONResponse:
-        return error(404, str(exc))
+    @app.exception_handler(BrowseError)
+    async def _browse_error(_: Request, exc: BrowseError) -> JSONResponse:
+        return error(exc.status, str(exc))
 
     @app.exception_handler(HTTPException)
     async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
@@ -191,12 +158,15 @@ def create_app(model: LatentDiffusionModel | str | Path, device: str = "cpu", li
 
     @app.get("/api/datasets/{name}")
     async def dataset_tiles(name: str, offset: int = 0, limit: int = 48) -> dict:
-        return await run_in_threadpool(browser.tiles, name, max(0, offset), min(max(1, limit), 200))
+        _check_range(offset, 0, 2**31 - 1, "offset")
+        _check_range(limit, 1, 200, "limit")
+        return await run_in_threadpool(browser.tiles, name, offset, limit)
 
     @app.get("/api/datasets/{name}/tiles/{index}/{kind}.png")
     async def dataset_tile(name: str, index: int, kind: str) -> Response:
+        _check_range(index, 0, 2**31 - 1, "index")
         if kind not in ("image", "mask"):
-            raise NotFound(f"no {kind!r} view; choose image or mask")
+            raise NotFound("no such view; choose image or mask")
         return Response(await run_in_threadpool(browser.tile_png, name, index, kind), media_type="image/png")
 
     @app.get("/api/datasets/{name}/report")

@@ -16,6 +16,7 @@ from typing import Literal
 
 import numpy as np
 
+from histosynth.data.classes import ClassList
 from histosynth.errors import InputError
 from histosynth.models.pipeline import LatentDiffusionModel
 from histosynth.serve.uploads import PALETTE, MaskEncoding, decode_mask, decode_rgb
@@ -105,6 +106,25 @@ MODES: dict[str, Mode] = {
 }
 
 
+MAX_SEED = 2**31 - 1
+
+
+def _shown(text: str, most: int = 40) -> str:
+    """``repr(text)``, shortened, for echoing a request's value in an error."""
+    return repr(text if len(text) <= most else text[:most] + "...")
+
+
+def resolve_label(classes: ClassList, text: str) -> int:
+    """A class name or id from a request -> class id; empty means the null class. One-line ``InputError``."""
+    text = text.strip()
+    if text == "":
+        return classes.null_id
+    try:
+        return classes.resolve_label(text)
+    except ValueError:  # e.g. a digit-like character int() refuses ("²")
+        raise InputError(f"unknown class {_shown(text)}", "label") from None
+
+
 def _number(values: Mapping[str, str], name: str, default: float | None, low: float, high: float,
             whole: bool = False) -> float:
     text = values.get(name, "")
@@ -115,7 +135,7 @@ def _number(values: Mapping[str, str], name: str, default: float | None, low: fl
     try:
         value = int(text) if whole else float(text)
     except ValueError:
-        raise InputError(f"{text!r} is not a {'whole ' if whole else ''}number", name) from None
+        raise InputError(f"{_shown(text)} is not a {'whole ' if whole else ''}number", name) from None
     if not low <= value <= high:  # also rejects nan
         raise InputError(f"{value} is outside {low:g}..{high:g}", name)
     return value
@@ -150,7 +170,7 @@ class GenerationService:
         limits, classes = self.limits, self.model.classes
         mode = MODES.get(values.get("mode", "generate"))
         if mode is None:
-            raise InputError(f"unknown mode {values.get('mode')!r}; choose {', '.join(MODES)}", "mode")
+            raise InputError(f"unknown mode {_shown(values.get('mode', ''))}; choose {', '.join(MODES)}", "mode")
         encoding: MaskEncoding = values.get("mask_encoding", "raw")  # type: ignore[assignment]
         if encoding not in ("ids", "raw"):
             raise InputError("must be ids (pixel = class id) or raw (values as in training masks)", "mask_encoding")
@@ -158,16 +178,15 @@ class GenerationService:
             raise InputError("missing upload: paint or upload a mask", "mask")
         mask = decode_mask(files["mask"], "mask", limits.max_side, classes, encoding)
         self.check_size(mask, "mask")
-        label_text = values.get("label", "").strip()
-        label = classes.null_id if label_text == "" else classes.resolve_label(label_text)
+        label = resolve_label(classes, values.get("label", ""))
         sampler = values.get("sampler", "ddim") or "ddim"
         if sampler not in ("ddim", "dpm"):
-            raise InputError(f"unknown sampler {sampler!r}; choose ddim or dpm", "sampler")
+            raise InputError(f"unknown sampler {_shown(sampler)}; choose ddim or dpm", "sampler")
         request = GenerateRequest(
             mode=mode.name, mask=mask, label=label, sampler=sampler,  # type: ignore[arg-type]
             steps=int(_number(values, "steps", 20, 1, limits.max_steps, whole=True)),
             guidance=_number(values, "guidance", 2.0, 0.0, limits.max_guidance),
-            seed=int(_number(values, "seed", 0, 0, 2**31 - 1, whole=True)))
+            seed=int(_number(values, "seed", 0, 0, MAX_SEED, whole=True)))
         for spec in mode.fields:
             if spec.kind == "number":
                 request.numbers[spec.name] = _number(values, spec.name, spec.default, spec.minimum or 0.0,
@@ -200,6 +219,8 @@ class GenerationService:
 
         if not 0.0 <= foreground <= 1.0:
             raise InputError(f"{foreground} is outside 0..1", "foreground")
+        if not 0 <= seed <= MAX_SEED:
+            raise InputError(f"{seed} is outside 0..{MAX_SEED}", "seed")
         return procedural_mask(self.tile_size, foreground, seed)
 
     def model_mask_request(self, label: str, seed: int, steps: int | None = None) -> tuple[int, int, int]:
@@ -208,10 +229,9 @@ class GenerationService:
         from histosynth.sampling.masks import MASK_MODEL_STEPS, require_mask_model
 
         require_mask_model(self.model)
-        classes = self.model.classes
-        label_id = classes.null_id if label.strip() == "" else classes.resolve_label(label.strip())
-        if not 0 <= seed <= 2**31 - 1:
-            raise InputError(f"{seed} is outside 0..{2**31 - 1}", "seed")
+        label_id = resolve_label(self.model.classes, label)
+        if not 0 <= seed <= MAX_SEED:
+            raise InputError(f"{seed} is outside 0..{MAX_SEED}", "seed")
         steps = MASK_MODEL_STEPS if steps is None else steps
         if not 1 <= steps <= self.limits.max_steps:
             raise InputError(f"{steps} is outside 1..{self.limits.max_steps}", "steps")

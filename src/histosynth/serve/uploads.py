@@ -1,7 +1,8 @@
 """Uploaded bytes -> arrays, with limits and one-line errors naming the form field.
 
 Dimensions are checked from the image header before any pixel is decoded, so an oversized (or
-decompression-bomb) upload costs nothing; only common raster formats are accepted.
+decompression-bomb) upload costs nothing; only common raster formats are tried, and any decoder
+failure is a one-line ``InputError`` (HTTP 400), never a server error.
 """
 
 from __future__ import annotations
@@ -35,12 +36,12 @@ def _open(data: bytes, field: str, max_side: int):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=sorted(ALLOWED_FORMATS))
     except UnidentifiedImageError:
         raise InputError("not an image (send a PNG, JPEG or TIFF file)", field) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise InputError(f"image has too many pixels; at most {max_side} px a side is accepted", field) from None
-    except (OSError, SyntaxError, ValueError) as error:
+    except Exception as error:  # noqa: BLE001 -- decoders of untrusted bytes fail in many ways
         raise InputError(f"unreadable image ({type(error).__name__})", field) from None
     if image.format not in ALLOWED_FORMATS:
         raise InputError(f"{image.format} images are not accepted (send a PNG, JPEG or TIFF file)", field)
@@ -49,14 +50,21 @@ def _open(data: bytes, field: str, max_side: int):
         raise InputError(f"image is {width}x{height}; at most {max_side} px a side is accepted", field)
     try:
         image.load()
-    except (OSError, SyntaxError, ValueError) as error:
+    except Exception as error:  # noqa: BLE001
         raise InputError(f"corrupt image ({type(error).__name__})", field) from None
     return image
 
 
+def _convert(image, mode: str, field: str):
+    try:
+        return image.convert(mode)
+    except Exception as error:  # noqa: BLE001 -- e.g. an exotic mode PIL cannot convert
+        raise InputError(f"unsupported image mode {image.mode}", field) from None
+
+
 def decode_rgb(data: bytes, field: str, max_side: int) -> np.ndarray:
     """An uploaded image as H x W x 3 uint8 RGB."""
-    return np.asarray(_open(data, field, max_side).convert("RGB"))
+    return np.asarray(_convert(_open(data, field, max_side), "RGB", field))
 
 
 def decode_mask(data: bytes, field: str, max_side: int, classes: ClassList, encoding: MaskEncoding) -> np.ndarray:
@@ -67,7 +75,7 @@ def decode_mask(data: bytes, field: str, max_side: int, classes: ClassList, enco
     """
     image = _open(data, field, max_side)
     if image.mode not in ("L", "P", "1", "I", "I;16"):
-        image = image.convert("L")  # RGB(A): grey value; the painter's (id, id, id) stays id
+        image = _convert(image, "L", field)  # RGB(A): grey value; the painter's (id, id, id) stays id
     array = np.asarray(image)
     if array.dtype == bool:
         array = array.astype(np.uint8)
