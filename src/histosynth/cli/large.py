@@ -39,8 +39,12 @@ def large(
 ) -> None:
     """Generate a large image + mask by random-patch latent diffusion (or a baseline sampler), decode
     it seamlessly, and write a tiled pyramidal OME-TIFF (image and mask series) plus a PNG overview."""
+    from pydantic import ValidationError
+
+    from histosynth.checks import check_device, check_seed
     from histosynth.cli.progress import progress_bar
     from histosynth.errors import InputError
+    from histosynth.io import prepare_output_file
     from histosynth.models.pipeline import LatentDiffusionModel
     from histosynth.sampling.large.pipeline import LargeImageRequest, check_request, generate_large_image
     from histosynth.sampling.large.samplers import METHODS
@@ -55,13 +59,23 @@ def large(
         raise InputError(f"unknown decoder {decoder!r}; choose hann, naive or diffusers")
     if mask is not None and generate_mask:
         raise InputError("give --mask or --generate-mask, not both")
+    if tile % 16:
+        raise InputError(f"--tile {tile} is not a multiple of 16 (TIFF tiles are); try {max(16, tile - tile % 16)}")
+    check_seed(seed)
+    check_device(device)
     if not str(out).lower().endswith((".ome.tif", ".ome.tiff")):
         raise InputError("the output must end in .ome.tif or .ome.tiff", out)
+    prepare_output_file(out)  # before the model loads; check_request repeats it with the sizes
     loaded = LatentDiffusionModel.load(model or default_model_dir())
-    request = LargeImageRequest(width=width, height=height, label=loaded.classes.resolve_label(label), method=method,
-                                steps=steps, guidance=guidance, eta=eta, stride=stride, seed=seed,
-                                mask_file=str(mask) if mask else None, mask_steps=mask_steps, decoder=decoder,
-                                tiff_tile=tile)
+    try:
+        request = LargeImageRequest(width=width, height=height, label=loaded.classes.resolve_label(label),
+                                    method=method, steps=steps, guidance=guidance, eta=eta, stride=stride, seed=seed,
+                                    mask_file=str(mask) if mask else None, mask_steps=mask_steps, decoder=decoder,
+                                    tiff_tile=tile)
+    except ValidationError as error:
+        first = error.errors()[0]
+        option = {"tiff_tile": "tile"}.get(str(first["loc"][0]), str(first["loc"][0])).replace("_", "-")
+        raise InputError(f"--{option}: {first['msg']}") from None
     budget = int(max_memory_gb * 2**30) if max_memory_gb else None
     check_request(loaded, request, out, budget)  # before the bar, so a refusal is one line
     with progress_bar("large image", None) as handle:

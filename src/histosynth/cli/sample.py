@@ -52,7 +52,7 @@ def sample(
     out: Path = typer.Option(..., "--out", help="Output folder: images/, masks/, manifest.csv (rerun resumes)."),
     ray: Optional[str] = typer.Option(
         None, "--ray", metavar="ADDRESS", help="Sample on a Ray cluster: 'local' (start one here), 'auto' (the "
-        "running one) or host:port. Same files as without --ray; needs pip install 'histosynth[ray]'."),
+        "running one) or host:port. Same files as without --ray; needs pip install 'histosynth\\[ray]'."),
     ray_workers: int = typer.Option(0, "--ray-workers", min=0, help="Ray actors (0: one per GPU with a cuda "
                                     "--device, else one per CPU of the cluster)."),
     like: Optional[Path] = typer.Option(
@@ -70,15 +70,15 @@ def sample(
                                              "weight w of --prototype (0 = unguided)."),
 ) -> None:
     """Generate class- and mask-conditioned tiles with their masks (resumes an interrupted run)."""
+    from histosynth.checks import check_device
     from histosynth.cli.progress import progress_bar
     from histosynth.errors import InputError
-    from histosynth.models.pipeline import LatentDiffusionModel
-    from histosynth.sampling.generate import choose_mask_source, generate_dataset
-    from histosynth.sampling.sampler import SamplingSettings
-    from histosynth.weights import default_model_dir
+    from histosynth.sampling.generate import check_request
 
     if sampler not in ("ddim", "dpm"):
         raise InputError(f"unknown sampler {sampler!r}; choose ddim or dpm")
+    check_request(n, seed)
+    check_device(device)
     if (like is not None or prototype is not None) and guidance_interval != DEFAULTS_INTERVAL:
         raise InputError("--guidance-interval does not apply to --like or --prototype yet")
     if like is not None or prototype is not None:
@@ -92,6 +92,13 @@ def sample(
             like_weight=like_weight, prototype=prototype, prototype_classifier=prototype_classifier,
             prototype_guidance=prototype_guidance,
             given={p for p in ("label", "masks") if getattr(ctx.get_parameter_source(p), "name", "") == "COMMANDLINE"})
+    from histosynth.models.pipeline import LatentDiffusionModel
+    from histosynth.sampling.generate import check_output, choose_mask_source, generate_dataset
+    from histosynth.sampling.sampler import SamplingSettings
+    from histosynth.sampling.writer import check_folder
+    from histosynth.weights import default_model_dir
+
+    check_folder(out)  # unwritable, a file, or someone else's files: one line before the model loads
     if ray is not None:
         from histosynth.distributed.ray_generate import check_ray_address
 
@@ -104,6 +111,7 @@ def sample(
         typer.echo(note)
     settings = SamplingSettings(steps=steps, guidance=guidance, sampler=sampler, batch_size=batch_size,
                                 guidance_interval=parse_interval(guidance_interval))
+    check_output(loaded, out, n, ids, source, settings, seed, device="cpu" if ray else device)  # before the bar
     with progress_bar("sampling", n * len(ids)) as advance:
         if ray is not None:
             from histosynth.distributed.ray_generate import generate_dataset_ray

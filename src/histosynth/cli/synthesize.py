@@ -18,6 +18,20 @@ def _condition(loaded, label: Optional[str], masks: Optional[str], foreground: f
     return label_id, mask_picker(loaded, source, seed, label_id)
 
 
+def _check_out(out: Path, device: str, seed: int, count: int) -> None:
+    """One line, before the model loads, for a bad device or seed, or an ``out`` that cannot be written
+    or holds someone else's files (anything but a guided set: a manifest with a prototype column)."""
+    from histosynth.checks import check_device, check_seed
+    from histosynth.io import prepare_output_dir
+    from histosynth.sampling.guidance import GUIDED_COLUMNS
+    from histosynth.sampling.writer import LAYOUT
+
+    check_seed(seed, count)
+    check_device(device)
+    prepare_output_dir(out, kind="sample --like/--prototype or synthesize-balanced", columns=GUIDED_COLUMNS,
+                       layout=LAYOUT)
+
+
 def _settings(steps: int, guidance: float, sampler: str, batch_size: int, like_weight: float = 2.0,
               prototype_guidance: float = 0.0):
     from histosynth.errors import InputError
@@ -57,6 +71,7 @@ def guided_sample(
         raise InputError("--like / --prototype take at most one --label")
     settings = _settings(steps, guidance, sampler, batch_size, like_weight,
                          prototype_guidance if prototype is not None else 0.0)
+    _check_out(out, device, seed, n)
     loaded = LatentDiffusionModel.load(model or default_model_dir())
     label_id, pick = _condition(loaded, labels[0] if "label" in given else None, masks if "masks" in given else None,
                                 foreground, seed)
@@ -109,6 +124,7 @@ def synthesize_balanced(
     from histosynth.weights import default_model_dir
 
     settings = _settings(steps, guidance, "ddim", batch_size, prototype_guidance=prototype_guidance)
+    _check_out(out, device, seed, per_prototype)
     loaded = LatentDiffusionModel.load(model or default_model_dir())
     classifier, names, identity = load_guidance_classifier(prototype_classifier, loaded)
     chosen = [resolve_prototype(p, names, prototype_classifier) for p in prototype] if prototype else \

@@ -20,6 +20,13 @@ CLASSES = typer.Option(None, "--classes", help="Class list JSON or 'ebhi' (defau
 THREADS = typer.Option(None, "--threads", min=1, help="Torch CPU threads (default: torch's choice).")
 
 
+def _check_out(out: Path) -> None:
+    """One line, before any tile is read, for a model folder that cannot be written (a file, unwritable)."""
+    from histosynth.io import prepare_output_dir
+
+    prepare_output_dir(out, kind="train")
+
+
 def _settings(config: Optional[Path], steps: Optional[int], batch_size: Optional[int]):
     from histosynth.training.config import TrainConfig, load_yaml_section, parse_config
 
@@ -83,6 +90,7 @@ def autoencoder(
     from histosynth.training.objectives import AutoencoderLossConfig
     from histosynth.training.recipes import train_autoencoder
 
+    _check_out(out)
     train_config, model_config, loss_config = _recipe_configs(config, steps, batch_size, threads, AutoencoderConfig,
                                                               AutoencoderLossConfig)
     manifest, tiles = _load_tiles(data, split, classes, model_config.tile_size)
@@ -109,6 +117,7 @@ def denoiser(
     from histosynth.training.objectives import DenoiserLossConfig
     from histosynth.training.recipes import AUTOENCODER_DIR, train_denoiser
 
+    _check_out(out)
     ae_dir = autoencoder_dir or out / AUTOENCODER_DIR
     ae_config = read_folder_config(ae_dir, "autoencoder", AutoencoderConfig)
     manifest, tiles = _load_tiles(data, split, classes, ae_config.tile_size, unlabelled)
@@ -143,6 +152,7 @@ def decoder(
     from histosynth.training.recipes import AUTOENCODER_DIR, finetune_decoder
     from histosynth.weights import default_model_dir
 
+    _check_out(out)
     base = base or default_model_dir()
     base_ae = base / AUTOENCODER_DIR if (base / AUTOENCODER_DIR).is_dir() else base
     ae_config = read_folder_config(base_ae, "autoencoder", AutoencoderConfig)
@@ -171,6 +181,7 @@ def mask_model(
     from histosynth.training.objectives import DenoiserLossConfig
     from histosynth.training.recipes import train_mask_model
 
+    _check_out(out)
     if tile_size % factor:
         from histosynth.errors import InputError
 
@@ -201,6 +212,7 @@ def encoder(
     from histosynth.training.contrastive import ContrastiveLossConfig
     from histosynth.training.recipes import train_histology_encoder
 
+    _check_out(out)
     train_config, model_config, loss_config = _recipe_configs(config, steps, batch_size, threads,
                                                               HistologyEncoderConfig, ContrastiveLossConfig)
     manifest, tiles = _load_tiles(data, split, classes, tile_size, unlabelled)
@@ -227,6 +239,7 @@ def like_model(
     from histosynth.training.objectives import EmbeddingDenoiserLossConfig
     from histosynth.weights import default_model_dir
 
+    _check_out(out)
     base = init or default_model_dir()
     train_config, like_config, loss_config = _recipe_configs(config, steps, batch_size, threads, LikeModelConfig,
                                                              EmbeddingDenoiserLossConfig)
@@ -267,6 +280,7 @@ def prototype_classifier(
     )
     from histosynth.weights import default_model_dir
 
+    _check_out(out)
     table = read_prototype_table(prototypes)
     loaded = LatentDiffusionModel.load(model or default_model_dir())
     den = loaded.denoiser.config

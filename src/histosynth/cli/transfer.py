@@ -32,9 +32,11 @@ def transfer(
 ) -> None:
     """Lay the look of one real (image, mask) onto other masks without training: inversion, cross-image
     attention and class-masked AdaIN (seed 002). Writes a synthetic dataset with the target masks."""
+    from histosynth.checks import check_device, check_seed
     from histosynth.cli.progress import progress_bar
     from histosynth.data.images import read_mask, read_raw_mask, read_rgb
     from histosynth.errors import InputError
+    from histosynth.sampling.writer import check_folder
     from histosynth.sampling.transfer.load import is_stable_diffusion_folder, load_backbone
     from histosynth.sampling.transfer.dataset import transfer_dataset
     from histosynth.sampling.transfer.pipeline import AppearanceTransfer, TransferSettings
@@ -42,6 +44,9 @@ def transfer(
 
     if adain not in ("alternate", "all", "plain", "none"):
         raise InputError(f"unknown --adain {adain!r}; choose alternate, all, plain or none")
+    check_seed(seed)
+    check_device(device)
+    check_folder(out)  # unwritable, a file, or someone else's files: one line before the model loads
     folder = model or default_model_dir()
     if prompt and not is_stable_diffusion_folder(folder):
         raise InputError("--prompt applies to Stable Diffusion folders only", folder)

@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from histosynth.data.images import read_mask
+from histosynth.checks import check_seed
 from histosynth.errors import InputError
+from histosynth.io import check_free_space
 from histosynth.models.pipeline import LatentDiffusionModel
 from histosynth.sampling.masks import (
     MASK_MODEL_GUIDANCE,
@@ -20,7 +22,7 @@ from histosynth.sampling.masks import (
     procedural_mask,
 )
 from histosynth.sampling.sampler import SamplingSettings, TileSampler
-from histosynth.sampling.writer import SyntheticDatasetWriter, SyntheticRow
+from histosynth.sampling.writer import SyntheticDatasetWriter, SyntheticRow, check_resume, read_finished
 
 
 @dataclass
@@ -102,6 +104,61 @@ def _load_folder_masks(folder: Path, sampler: TileSampler) -> list[tuple[str, np
     return masks
 
 
+MAX_PER_CLASS = 1_000_000  # ids carry six digits
+
+
+def check_request(n: int, seed: int) -> None:
+    """Tile counts and seeds the plan can hold; one line otherwise."""
+    if not 1 <= n <= MAX_PER_CLASS:
+        raise InputError(f"--n {n} is out of range: 1 to {MAX_PER_CLASS:,} tiles per class")
+    check_seed(seed, n)
+
+
+def tile_bytes(tile_size: int) -> int:
+    """Disk space one tile may take: its image and mask uncompressed (PNG seldom beats that by much on H&E)."""
+    return tile_size * tile_size * 4
+
+
+def plan_rows(model: LatentDiffusionModel, n: int, labels: list[int], masks: MaskSource, settings: SamplingSettings,
+              seed: int = 0, mask_names: list[str] | None = None) -> list[tuple[SyntheticRow, int]]:
+    """Every tile of the request with its class id, in manifest order: tile ``i`` of a label has id
+    ``<label-slug>_<i:06d>``, seed ``seed + i`` and (folder masks) mask ``mask_names[i % len]``."""
+    generated = masks.describe(mask_model_identity(model) if masks.kind == "model" else "")
+    identity = model.identity
+    planned = []
+    for label in labels:
+        name = model.classes.labels[label]
+        for i in range(n):
+            tile_id = f"{_slug(name)}_{i:06d}"
+            source = f"{masks.folder.name}/{mask_names[i % len(mask_names)]}" if masks.folder and mask_names \
+                else generated
+            planned.append((SyntheticRow(
+                id=tile_id, image=f"images/{tile_id}.png", mask=f"masks/{tile_id}.png", label=name, split="synthetic",
+                seed=seed + i, model=identity, sampler=settings.sampler, steps=settings.steps,
+                guidance=settings.guidance_record, mask_source=source), label))
+    return planned
+
+
+def check_plan(out: str | Path, planned: list[SyntheticRow], tile_size: int) -> dict[str, SyntheticRow]:
+    """The finished rows of ``out`` once every check has passed, with nothing written: the folder is
+    writable and ours, its tiles come from the same model and settings, and the missing tiles fit on disk."""
+    finished = read_finished(out, tile_size)
+    check_resume(out, finished, planned)
+    pending = sum(row.id not in finished for row in planned)
+    check_free_space(out, pending * tile_bytes(tile_size), f"writing {pending:,} tiles of {tile_size} px")
+    return finished
+
+
+def check_output(model: LatentDiffusionModel, out: str | Path, n: int, labels: list[int], masks: MaskSource,
+                 settings: SamplingSettings, seed: int = 0, device: str = "cpu") -> None:
+    """Every check :func:`generate_dataset` makes before it writes, for callers that want them done before
+    a progress bar starts, or that write with another engine (Ray)."""
+    check_request(n, seed)
+    sampler = TileSampler(model, settings, device)
+    names = [name for name, _ in _load_folder_masks(masks.folder, sampler)] if masks.folder else None
+    check_plan(out, [row for row, _ in plan_rows(model, n, labels, masks, settings, seed, names)], sampler.tile_size)
+
+
 def generate_dataset(
     model: LatentDiffusionModel,
     out: str | Path,
@@ -116,46 +173,41 @@ def generate_dataset(
     """Write ``n`` tiles per label in ``labels``; tile ``i`` of a label uses seed ``seed + i``
     (for its noise and, with the mask-model source, for its mask).
 
-    Ids are ``<label-slug>_<i>``, so a rerun skips finished tiles and produces the same set.
+    Ids are ``<label-slug>_<i>``, so a rerun skips finished tiles and produces the same set. Bad
+    requests, an ``out`` that is not ours, and a rerun with another model or settings fail in one
+    line before anything is written (see :func:`check_plan`).
     """
+    check_request(n, seed)
     sampler = TileSampler(model, settings, device)
     folder_masks = _load_folder_masks(masks.folder, sampler) if masks.folder else None
     from_model = masks.kind == "model"
-    generated_source = masks.describe(mask_model_identity(model) if from_model else "")
-    writer = SyntheticDatasetWriter(out)
-    identity = model.identity
+    planned = plan_rows(model, n, labels, masks, settings, seed, [m[0] for m in folder_masks] if folder_masks else None)
+    order = [row.id for row, _ in planned]
+    finished = check_plan(out, [row for row, _ in planned], sampler.tile_size)
+    writer = SyntheticDatasetWriter(out, sampler.tile_size, rows=finished)
     done = writer.done_ids()
-    jobs, order = [], []
-    for label in labels:
-        name = model.classes.labels[label]
-        for i in range(n):
-            tile_id = f"{_slug(name)}_{i:06d}"
-            order.append(tile_id)
-            if tile_id in done:
-                continue
-            if folder_masks:
-                mask_name, mask = folder_masks[i % len(folder_masks)]
-                source = f"{masks.folder.name}/{mask_name}"
-            elif from_model:  # generated per batch, below: the progress bar moves and memory stays small
-                mask, source = None, generated_source
-            else:
-                mask, source = procedural_mask(sampler.tile_size, masks.foreground, seed + i), generated_source
-            jobs.append((tile_id, label, mask, seed + i, source))
+    jobs = []
+    for index, (row, label) in enumerate(planned):
+        if row.id in done:
+            continue
+        i = index % n
+        if folder_masks:
+            mask = folder_masks[i % len(folder_masks)][1]
+        elif from_model:  # generated per batch, below: the progress bar moves and memory stays small
+            mask = None
+        else:
+            mask = procedural_mask(sampler.tile_size, masks.foreground, row.seed)
+        jobs.append((row, label, mask))
     skipped = len(order) - len(jobs)
     if on_tile is not None and skipped:
         on_tile(skipped)
     for start in range(0, len(jobs), settings.batch_size):
         batch = jobs[start:start + settings.batch_size]
         if from_model:
-            generated = masks.model_masks(model, [j[1] for j in batch], [j[3] for j in batch], device)
-            batch = [(*job[:2], mask, *job[3:]) for job, mask in zip(batch, generated)]
-        images = sampler.sample([j[1] for j in batch], [j[2] for j in batch], [j[3] for j in batch])
-        for (tile_id, label, mask, tile_seed, source), image in zip(batch, images):
-            row = SyntheticRow(
-                id=tile_id, image=f"images/{tile_id}.png", mask=f"masks/{tile_id}.png",
-                label=model.classes.labels[label], split="synthetic", seed=tile_seed, model=identity,
-                sampler=settings.sampler, steps=settings.steps, guidance=settings.guidance_record, mask_source=source,
-            )
+            generated = masks.model_masks(model, [j[1] for j in batch], [j[0].seed for j in batch], device)
+            batch = [(row, label, mask) for (row, label, _), mask in zip(batch, generated)]
+        images = sampler.sample([j[1] for j in batch], [j[2] for j in batch], [j[0].seed for j in batch])
+        for (row, _, mask), image in zip(batch, images):
             writer.add(row, image, mask)
         writer.flush(order)
         if on_tile is not None:

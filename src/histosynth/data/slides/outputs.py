@@ -1,4 +1,4 @@
-"""What ``tile_slide`` leaves in its output folder: slide.json, manifest.csv, checks on PNGs."""
+"""What ``tile_slide`` leaves in its output folder (slide.json, manifest.csv) and the checks on it."""
 
 from __future__ import annotations
 
@@ -10,30 +10,21 @@ from typing import Any
 from histosynth.data.slides.reader import SlideReader
 from histosynth.data.slides.tissue import SATURATION_FLOOR, TissueMask
 from histosynth.errors import InputError
-from histosynth.io import atomic_open
+from histosynth.io import atomic_open, prepare_output_dir
 
 MANIFEST_COLUMNS = ("id", "image", "mask", "label", "split", "x", "y", "level", "mpp", "tissue_fraction")
 SLIDE_JSON = "slide.json"
 GEOMETRY_KEYS = ("tile_size", "level", "mpp", "overlap", "min_tissue")  # must match to resume
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+LAYOUT = ("images", "manifest.csv", SLIDE_JSON)  # what a run writes
 
 
-def is_complete_png(path: Path, size: int) -> bool:
-    """True for a PNG of ``size`` x ``size`` whose last chunk is IEND (cheap: reads 36 bytes)."""
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(24)
-            handle.seek(-12, 2)
-            tail = handle.read(12)
-    except OSError:
-        return False
-    return (
-        head[:8] == _PNG_SIGNATURE
-        and int.from_bytes(head[16:20], "big") == size
-        and int.from_bytes(head[20:24], "big") == size
-        and tail == _PNG_END
-    )
+def check_out_dir(out_dir: Path) -> None:
+    """Refuse, before any work, an ``out_dir`` that cannot be written or holds files of something else
+    than a tiling run (a manifest with other columns, or one without ``slide.json``)."""
+    prepare_output_dir(out_dir, kind="data tile", columns=MANIFEST_COLUMNS, layout=LAYOUT)
+    if (out_dir / "manifest.csv").exists() and not (out_dir / SLIDE_JSON).exists():
+        raise InputError(f"holds a manifest.csv without {SLIDE_JSON}, not written by `histosynth data tile`; "
+                         "choose an empty or new --out", out_dir)
 
 
 def slide_json(name: str, reader: SlideReader, tiling: dict[str, Any], tissue: TissueMask) -> dict[str, Any]:

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from histosynth.data.slides.outputs import SLIDE_JSON, check_resumable, is_complete_png, slide_json, write_manifest
+from histosynth.data.slides.outputs import SLIDE_JSON, check_out_dir, check_resumable, slide_json, write_manifest
 from histosynth.data.slides.open import open_slide
 from histosynth.data.slides.reader import SlideReader
 from histosynth.data.slides.tissue import detect_tissue
 from histosynth.errors import InputError
-from histosynth.io import remove_stale_temporaries, save_png, write_json
+from histosynth.io import is_complete_png, remove_stale_temporaries, save_png, write_json
 
 MANIFEST_EVERY = 200  # kept tiles between periodic manifest rewrites
 
@@ -124,8 +124,14 @@ def plan_grid(reader: SlideReader, options: TilingOptions) -> TileGrid:
     out_w, out_h = math.floor(width / scale + 1e-6), math.floor(height / scale + 1e-6)
     stride = options.tile_size - options.overlap
 
+    if min(out_w, out_h) < options.tile_size:
+        where, finer = (f"at level {level}", " or a lower --level" if level else "") if options.mpp is None \
+            else (f"at {options.mpp:g} um/px", " or a smaller --mpp")
+        raise InputError(f"--tile-size {options.tile_size} is larger than the slide {where} ({out_w}x{out_h} px); "
+                         f"use a smaller --tile-size{finer}", reader.path)
+
     def count(extent: int) -> int:
-        return (extent - options.tile_size) // stride + 1 if extent >= options.tile_size else 0
+        return (extent - options.tile_size) // stride + 1
 
     return TileGrid(
         level=level, scale=scale, output_mpp=output_mpp, tag=tag, tile_size=options.tile_size,
@@ -160,13 +166,13 @@ def tile_slide(
     ``on_total(n)`` is called once with the number of grid positions, ``on_tile(1)`` after each.
     Tiles are read and encoded in this thread: Pillow's PNG encoder holds the GIL, and threads
     measured no faster on the CMU slide.
-    Bad input (unreadable slide, level out of range, no mpp for ``--mpp``, an ``out_dir`` of
-    another slide or geometry) raises :class:`InputError` before anything is written; slide data
-    found corrupt midway raises it too, leaving the tiles and manifest written so far valid.
+    Bad input (unreadable slide, level out of range, a tile larger than the slide, no mpp for ``--mpp``,
+    an ``out_dir`` that cannot be written, holds someone else's files, or tiles of another slide or
+    geometry) raises :class:`InputError` before anything is written; slide data found corrupt midway
+    raises it too, leaving the tiles and manifest written so far valid.
     """
     slide_path, out_dir = Path(slide_path), Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError("--out exists and is not a folder", out_dir)
+    check_out_dir(out_dir)  # unwritable, a file, or someone else's files: refused before the slide is read
     with open_slide(slide_path) as reader:
         grid = plan_grid(reader, options)
         tissue = detect_tissue(reader, grid.read_size * grid.downsample)

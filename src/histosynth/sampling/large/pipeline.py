@@ -13,17 +13,18 @@ import json
 import os
 import shutil
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 import torch
 from pydantic import BaseModel, Field
 
 from histosynth.errors import InputError
-from histosynth.io import atomic_path, write_json
+from histosynth.io import atomic_path, check_free_space, check_same_settings, prepare_output_file, write_json
 from histosynth.models.pipeline import LatentDiffusionModel
 from histosynth.sampling.large.masks import (
     clean_mask_cells,
@@ -37,6 +38,7 @@ from histosynth.sampling.large.windows import EdgeCounts
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
 Decoder = Literal["hann", "naive", "diffusers"]
+T = TypeVar("T")
 BASE_MEMORY = 1.5 * 2**30  # torch, the model and the interpreter, measured on CPU runs
 
 
@@ -86,7 +88,8 @@ def estimate_memory_bytes(model: LatentDiffusionModel, width: int, height: int, 
 
 def check_request(model: LatentDiffusionModel, request: LargeImageRequest, out: Path,
                   max_memory_bytes: int | None = None) -> None:
-    """Sizes the model can make, within the memory budget and the free disk space; one-line errors."""
+    """Sizes the model can make, within the memory budget and the free disk space, an ``out`` that can be
+    written, and no unfinished run there of another model or request; one-line errors."""
     factor, window = model.autoencoder_config.downsample, model.denoiser.config.latent_size
     for name, value in (("width", request.width), ("height", request.height)):
         if value % factor:
@@ -101,27 +104,50 @@ def check_request(model: LatentDiffusionModel, request: LargeImageRequest, out: 
     if need > budget:
         raise InputError(f"a {request.width}x{request.height} image needs ~{need / 2**30:.1f} GiB of memory, over the "
                          f"{budget / 2**30:.1f} GiB budget (--max-memory-gb)")
+    prepare_output_file(out)
     disk = request.width * request.height * 4 * 1.4  # image + mask memory maps, then the pyramid
-    free = shutil.disk_usage(out.parent if out.parent.exists() else Path.cwd()).free
-    if disk > free:
-        raise InputError(f"a {request.width}x{request.height} image needs ~{disk / 2**30:.1f} GiB of disk, "
-                         f"{free / 2**30:.1f} GiB free", out.parent)
+    check_free_space(out.parent, disk, f"a {request.width}x{request.height} image")
     if request.mask_file is None and model.mask_model is None:
         raise InputError("the model folder has no mask_model/; pass --mask FILE or train one with "
                          "`histosynth train mask-model`", model.folder)
+    _check_resume(out, request.model_copy(update={"model": model.identity}))
+
+
+def overview_path(out: Path) -> Path:
+    """``<name>_overview.png`` beside ``out``, ``name`` = its file name less .ome.tif(f) or .tif(f) only, so
+    ``case1.a.ome.tif`` and ``case1.b.ome.tif`` get overviews of their own."""
+    lower = out.name.lower()
+    suffix = next((s for s in (".ome.tiff", ".ome.tif", ".tiff", ".tif") if lower.endswith(s)), "")
+    return out.with_name(out.name[:len(out.name) - len(suffix)] + "_overview.png")
+
+
+def _check_resume(out: Path, request: LargeImageRequest) -> Path:
+    """The work folder of ``out``; an unfinished run there of another model or request is refused."""
+    work = out.parent / f".{out.name}.partial"
+    spec = work / "request.json"
+    if spec.exists():
+        recorded = _checkpoint(lambda: json.loads(spec.read_text())) or {}
+        check_same_settings(recorded, request.model_dump(mode="json"), out,
+                            what=f"an unfinished run with other settings is in {work}",
+                            hint="delete it or choose another --out")
+    return work
 
 
 def _work_folder(out: Path, request: LargeImageRequest) -> Path:
-    work = out.parent / f".{out.name}.partial"
+    work = _check_resume(out, request)
     for stale in out.parent.glob(f".{out.name}.*.tmp*"):  # scratch of a writer killed mid-file
         shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
-    spec = work / "request.json"
-    if work.exists() and spec.exists():
-        if json.loads(spec.read_text()) != request.model_dump(mode="json"):
-            raise InputError(f"an unfinished run with other settings is in {work}; delete it or choose another --out", out)
     work.mkdir(parents=True, exist_ok=True)
-    write_json(spec, request.model_dump(mode="json"))
+    write_json(work / "request.json", request.model_dump(mode="json"))
     return work
+
+
+def _checkpoint(load: Callable[[], T]) -> T | None:
+    """A checkpoint of an earlier run, or None when it is missing or unreadable (that stage then runs again)."""
+    try:
+        return load()
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
 
 
 def _save_state(path: Path, state: LargeState) -> None:
@@ -132,8 +158,10 @@ def _save_state(path: Path, state: LargeState) -> None:
 
 def _mask_stage(model: LatentDiffusionModel, request: LargeImageRequest, work: Path, device, progress) -> tuple[np.ndarray, int]:
     path = work / "mask.npy"
-    if path.exists():
-        return np.load(path, mmap_mode="r"), int(json.loads((work / "mask.json").read_text())["evaluations"])
+    done = _checkpoint(lambda: (np.load(path, mmap_mode="r"),
+                                int(json.loads((work / "mask.json").read_text())["evaluations"])))
+    if done is not None and done[0].shape == (request.height, request.width):
+        return done
     unknown = model.classes.num_mask_classes
     evaluations = 0
     if request.mask_file is not None:
@@ -167,8 +195,8 @@ def _latent_stage(model, request, mask, work: Path, device, progress) -> LargeSt
                                      eta=request.eta, stride=request.stride)
     sampler = LargeLatentSampler(model.denoiser, settings, device)
     state_path = work / "latent_state.npz"
-    state = (LargeState.from_arrays(dict(np.load(state_path))) if state_path.exists()
-             else sampler.initial_state(h, w, request.seed))
+    state = (_checkpoint(lambda: LargeState.from_arrays(dict(np.load(state_path))))
+             or sampler.initial_state(h, w, request.seed))
     conditions = condition_fractions(mask, model.classes.num_mask_classes, factor)
     total = sampler.total_units(h, w)
 
@@ -239,7 +267,7 @@ def generate_large_image(model: LatentDiffusionModel, request: LargeImageRequest
 
     write_ome_tiff(out, image, mask, tile=request.tiff_tile, mask_classes=names, metadata=metadata, on_tile=on_tile,
                    min_level_size=request.tiff_tile)  # halve until a level fits in one tile
-    overview = out.with_name(out.name.split(".")[0] + "_overview.png")
+    overview = overview_path(out)
     write_overview_png(overview, image, mask)
     seconds["write"] = round(time.perf_counter() - clock, 2)
     del image, mask
