@@ -1,9 +1,11 @@
-"""Argument checks shared by every verb, run before any work: the torch device and seeds.
+"""Argument checks shared by every verb, run before any work: the torch device, seeds, pixel sizes.
 
 Each raises :class:`~histosynth.errors.InputError` (one line, exit 2 on the command line).
 """
 
 from __future__ import annotations
+
+import math
 
 from histosynth.errors import InputError
 
@@ -40,3 +42,10 @@ def check_seed(seed: int, count: int = 1, option: str = "--seed") -> int:
     if seed < 0 or seed + max(count, 1) - 1 > MAX_SEED:
         raise InputError(f"{option} {seed} is out of range: seeds run from 0 to 2**63 - 1 (tile i uses seed + i)")
     return seed
+
+
+def check_mpp(mpp: float | None, option: str = "--mpp") -> float | None:
+    """``mpp`` when it is None or a positive, finite number of microns per pixel."""
+    if mpp is not None and not (math.isfinite(mpp) and mpp > 0):
+        raise InputError(f"{option} must be a positive number of microns per pixel (got {mpp:g})")
+    return mpp

@@ -82,6 +82,37 @@ def test_predict_on_a_tissue_grid_writes_a_scanpy_ready_anndata(tmp_path: Path, 
     assert code == 2 and "has no 'ridge' model" in err
 
 
+def test_predict_takes_the_spot_files_fit_takes_and_writes_a_csv(tmp_path: Path, synthetic: Synthetic,
+                                                                  capsys) -> None:
+    assert run(["fit", *_common(synthetic, tmp_path / "cache"), "--models", "ridge,neighbourhood",
+                "--out", tmp_path / "model"], capsys)[0] == 0
+    base = ["predict", "--model", tmp_path / "model", "--cache", tmp_path / "cache"]
+    code, out, err = run([*base, "--data", synthetic.csv, "--use", "neighbourhood", "--out", tmp_path / "p.csv"],
+                         capsys)
+    assert code == 0, err
+    with open(tmp_path / "p.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["spot_id", "x", "y", *TYPES]
+    assert [r["spot_id"] for r in rows] == [r["spot_id"] for r in synthetic.rows]
+    predicted = np.array([[float(r[t]) for t in TYPES] for r in rows])
+    truth = np.array([[r[t] for t in TYPES] for r in synthetic.rows], np.float64)
+    truth /= truth.sum(axis=1, keepdims=True)
+    assert np.allclose(predicted.sum(axis=1), 1.0)
+    assert np.nanmean(correlations(truth[:, :3], predicted[:, :3])[0]) > 0.8
+    spots = write_h5ad(tmp_path / "a1.h5ad", synthetic, "A1", obsm_key=None)
+    code, out, err = run([*base, "--data", spots, "--image", synthetic.images["A1"], "--use", "ridge",
+                          "--out", tmp_path / "a1.csv"], capsys)
+    assert code == 0, err
+    with open(tmp_path / "a1.csv", newline="") as handle:
+        assert [r["spot_id"] for r in csv.DictReader(handle)] == [r["spot_id"] for r in rows[:42]]
+    for extra, message in ((["--out", tmp_path / "p.h5ad"], "--out must end in .csv with --data"),
+                           (["--grid", 20, "--out", tmp_path / "q.csv"], "--spots and --grid go with --slide")):
+        code, _, err = run([*base, "--data", synthetic.csv, *extra], capsys)
+        assert code == 2 and message in err and err.count("\n") == 1
+    code, _, err = run([*base, "--out", tmp_path / "q.csv"], capsys)
+    assert code == 2 and "give --slide IMAGE" in err
+
+
 def test_evaluate_recovers_a_known_function_and_resumes(tmp_path: Path, synthetic: Synthetic, capsys) -> None:
     args = ["evaluate", *_common(synthetic, tmp_path / "cache"), "--out", tmp_path / "eval"]
     code, out, err = run(args, capsys)

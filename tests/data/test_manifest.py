@@ -134,3 +134,18 @@ def test_class_list_round_trip_and_errors(tmp_path: Path) -> None:
     (tmp_path / "broken.json").write_text("{", encoding="utf-8")
     with pytest.raises(InputError, match="not a valid class list"):
         ClassList.load(tmp_path / "broken.json")
+
+
+def test_mpp_is_the_shared_value_of_the_mpp_column(tmp_path: Path) -> None:
+    manifest = tmp_path / "manifest.csv"
+    for rows, expected in (("a,a.png,0.5\nb,b.png,0.502\n", 0.501), ("a,a.png,0.5\nb,b.png,1.0\n", None),
+                           ("a,a.png,0.5\nb,b.png,\n", None), ("a,a.png,x\n", None)):
+        manifest.write_text("id,image,mpp\n" + rows, encoding="utf-8")
+        assert load_manifest(manifest).mpp == expected
+    manifest.write_text("id,image\na,a.png\n", encoding="utf-8")
+    assert load_manifest(manifest).mpp is None
+    from histosynth.training.config import TrainConfig
+    from histosynth.training.recipes import _provenance
+
+    manifest.write_text("id,image,mpp\na,a.png,0.25\n", encoding="utf-8")  # recorded for `histosynth large`
+    assert _provenance(load_manifest(manifest), 1, TrainConfig(), 1.0, 1.0)["trained_on"]["mpp"] == 0.25

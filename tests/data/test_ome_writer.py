@@ -164,3 +164,25 @@ def test_overview_png(tmp_path: Path) -> None:
     outline = np.all(small == OUTLINE_COLOUR, axis=2)
     assert outline[25, 25:75].all() and outline[25:50, 25].all() and not outline[37, 50]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["overview.png"]
+
+
+def test_pixel_size_and_class_names_are_in_the_ome_xml(tmp_path: Path) -> None:
+    import xml.etree.ElementTree as ET
+
+    out = write_ome_tiff(tmp_path / "mpp.ome.tif", _image(tmp_path), _mask(), tile=TILE, mpp=0.5,
+                         mask_classes=["background", "gland", "stroma"])
+    with tifffile.TiffFile(out) as tif:
+        root = ET.fromstring(tif.ome_metadata)
+    pixels = root.findall(".//{*}Pixels")
+    assert len(pixels) == 2
+    for element in pixels:  # image and mask
+        assert float(element.get("PhysicalSizeX")) == float(element.get("PhysicalSizeY")) == 0.5
+        assert element.get("PhysicalSizeXUnit") == element.get("PhysicalSizeYUnit") == "µm"
+    values = {m.get("K"): m.text for m in root.iterfind(".//{*}MapAnnotation[@Namespace='histosynth/mask_classes']"
+                                                         "//{*}M")}
+    assert values == {"0": "background", "1": "gland", "2": "stroma"}
+    plain = write_ome_tiff(tmp_path / "plain.ome.tif", _image(tmp_path), tile=TILE)
+    with tifffile.TiffFile(plain) as tif:
+        assert "PhysicalSizeX" not in tif.ome_metadata
+    with pytest.raises(InputError, match="positive"):
+        write_ome_tiff(tmp_path / "bad.ome.tif", _image(tmp_path), tile=TILE, mpp=0.0)

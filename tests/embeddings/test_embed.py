@@ -150,3 +150,14 @@ def test_registered_root_command_exits_2(tmp_path: Path, dataset: Path, capsys) 
 
     code, _, err = run_cli(["embed", str(dataset), "--encoder", "pixels", "--out", str(tmp_path / "x.txt")], capsys)
     assert code == 2 and err.count("\n") == 1 and "output must end in .h5ad or .parquet" in err
+
+
+def test_the_shipped_histology_encoder_is_the_default(dataset: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    help_text = runner.invoke(cli(), ["embed", "--help"]).output
+    assert "[default: histology]" in help_text and "shipped" in help_text
+    out = tmp_path / "default.h5ad"
+    result = runner.invoke(cli(), ["embed", str(dataset), "--out", str(out), "--cache", str(tmp_path / "c")])
+    assert result.exit_code == 0, result.output
+    table = read_embeddings(out)
+    assert table.uns["encoder"]["identity"].startswith("histology") and table.X.shape == (12, 256)

@@ -3,6 +3,7 @@ and one-line errors for sizes and budgets it cannot make."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -113,3 +114,27 @@ def test_cli_writes_the_slide_and_refuses_bad_sizes(model_dir: Path, tmp_path: P
     assert code == 2 and "multiple of the latent pixel" in stderr and len(stderr.strip().splitlines()) == 1
     code, _, stderr = run_cli([*args[:-1], str(tmp_path / "x.png")], capsys)
     assert code == 2 and ".ome.tif" in stderr
+
+
+def _physical_size(path: Path) -> str | None:
+    import xml.etree.ElementTree as ET
+
+    with tifffile.TiffFile(path) as tif:
+        pixels = ET.fromstring(tif.ome_metadata).find(".//{*}Pixels")
+    return pixels.get("PhysicalSizeX")
+
+
+def test_pixel_size_comes_from_the_model_folder_or_mpp(model_dir: Path, tmp_path: Path, capsys) -> None:
+    manifest = model_dir / "denoiser" / "histosynth.json"
+    facts = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**facts, "trained_on": {"tiles": 4, "mpp": 0.5}}))
+    model = LatentDiffusionModel.load(model_dir)
+    assert model.mpp == 0.5
+    out = generate_large_image(model, _request(), tmp_path / "a.ome.tif").path
+    assert _physical_size(out) == "0.5"
+    args = ["large", "--model", str(model_dir), "--width", "96", "--height", "64", "--label", "Polyp",
+            "--steps", "2", "--mask-steps", "2", "--tile", "16", "--out", str(tmp_path / "b.ome.tif")]
+    code, _, _ = run_cli([*args, "--mpp", "0.25"], capsys)
+    assert code == 0 and _physical_size(tmp_path / "b.ome.tif") == "0.25"
+    code, _, stderr = run_cli([*args, "--mpp", "-1"], capsys)
+    assert code == 2 and "--mpp must be a positive number" in stderr

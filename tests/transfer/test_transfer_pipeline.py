@@ -96,3 +96,50 @@ def test_masks_with_classes_the_model_lacks_transfer_with_the_null_condition(tin
     assert runner.transfer(appearance, three, target).shape == (TILE, TILE, 3)
     with pytest.raises(InputError, match="class ids 0..C-1"):
         runner.transfer(appearance, three * 20, target * 20)
+
+
+def _ihc_field() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-image's 512 x 512 IHC field (bundled, offline) and a 0/255 mask of its stained tissue."""
+    data = pytest.importorskip("skimage.data")
+    image = data.immunohistochemistry()
+    return image, np.where(image.mean(axis=2) < 180, 255, 0).astype(np.uint8)
+
+
+def test_an_appearance_of_any_size_is_cropped_and_resized_to_the_tile() -> None:
+    from histosynth.sampling.transfer.pipeline import fit_appearance
+
+    image, raw = _ihc_field()
+    fitted, mask = fit_appearance(image, raw // 255, TILE)
+    assert fitted.shape == (TILE, TILE, 3) and mask.shape == (TILE, TILE) and set(np.unique(mask)) == {0, 1}
+    wide, wide_mask = fit_appearance(image[:256], raw[:256] // 255, TILE)  # 512 x 256: the centred 256 px square
+    assert np.array_equal(wide, fit_appearance(image[:256, 128:384], raw[:256, 128:384] // 255, TILE)[0])
+    assert fit_appearance(fitted, mask, TILE)[0] is fitted  # the tile size passes untouched
+    with pytest.raises(InputError, match="appearance mask is 256x512 but the appearance image is 512x512"):
+        fit_appearance(image, raw[:, :256], TILE)
+
+
+def test_cli_transfers_a_512_px_ihc_appearance_and_refuses_large_targets(tiny_model_dir: Path, tmp_path: Path,
+                                                                         capsys) -> None:
+    from PIL import Image
+
+    from testkit import run_cli
+
+    image, raw = _ihc_field()
+    Image.fromarray(image).save(tmp_path / "ihc.png")
+    Image.fromarray(raw).save(tmp_path / "ihc_mask.png")
+    targets = tmp_path / "targets"
+    targets.mkdir()
+    Image.fromarray(make_tiles(2).masks[1].numpy() * 255).save(targets / "m1.png")
+    args = ["transfer", "--model", str(tiny_model_dir), "--appearance", str(tmp_path / "ihc.png"),
+            "--appearance-mask", str(tmp_path / "ihc_mask.png"), "--target-masks", str(targets), "--steps", "2"]
+    code, stdout, stderr = run_cli([*args, "--out", str(tmp_path / "out")], capsys)
+    assert code == 0 and "1 tiles written" in stdout, stderr
+    (tmp_path / "broken.png").write_bytes((tmp_path / "ihc.png").read_bytes()[:200])
+    bad = [*args, "--out", str(tmp_path / "o2")]
+    bad[bad.index("--appearance") + 1] = str(tmp_path / "broken.png")
+    code, _, stderr = run_cli(bad, capsys)
+    assert code == 2 and "broken.png" in stderr and "corrupt" in stderr
+    Image.fromarray(np.zeros((2 * TILE, 2 * TILE), np.uint8)).save(targets / "big.png")
+    code, _, stderr = run_cli([*args, "--out", str(tmp_path / "o3")], capsys)
+    assert code == 2 and "big.png" in stderr and f"cut it into {TILE}x{TILE} tiles" in stderr
+    assert len(stderr.strip().splitlines()) == 1

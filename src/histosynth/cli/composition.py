@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Optional
 
 import typer
@@ -71,12 +72,14 @@ def _encoder(name: str, device: str, weights: Optional[str]) -> Any:
     return get_encoder(name, device, weights=weights)  # type: ignore[call-arg]
 
 
-def _load(data: Path, targets: str, abundance_key: Optional[str], image: Optional[list[str]], raw: bool,
+def _load(data: Path, targets: Optional[str], abundance_key: Optional[str], image: Optional[list[str]], raw: bool,
           columns: Any, encoder_name: str, weights: Optional[str], device: str, cache: Optional[Path],
-          diameter: Optional[float], tile_size: int, need_coords: Optional[str] = None) -> tuple[Any, Any, Any]:
+          diameter: Optional[float], tile_size: int, need_coords: Optional[str] = None,
+          check_encoder: Optional[Callable[[Any], None]] = None) -> tuple[Any, Any, Any]:
     """Read spots and embed them (progress bar); returns (table, features, encoder).
 
-    ``need_coords`` names what needs spot coordinates, checked before any embedding is computed.
+    ``targets=None`` reads no abundances (prediction). ``need_coords`` names what needs spot coordinates
+    and ``check_encoder`` vets the encoder, both before any embedding is computed.
     """
     from histosynth.cli.progress import progress_bar
     from histosynth.composition.embed import check_spot_tiles, embed_spots
@@ -89,10 +92,13 @@ def _load(data: Path, targets: str, abundance_key: Optional[str], image: Optiona
         table.require_coords(need_coords)
     check_spot_tiles(table, diameter)
     encoder = _encoder(encoder_name, device, weights)
+    if check_encoder is not None:
+        check_encoder(encoder)
     with progress_bar(f"{encoder_name} embeddings", len(table)) as advance:
         features = embed_spots(table, encoder, cache or default_cache_dir(), diameter=diameter,
                                tile_size=tile_size, on_batch=advance)
-    typer.echo(f"{len(table)} spots, {len(set(table.sections))} section(s), {len(table.target_names)} types, "
+    types = f"{len(table.target_names)} types, " if table.target_names else ""
+    typer.echo(f"{len(table)} spots, {len(set(table.sections))} section(s), {types}"
                f"{features.shape[1]}-d {encoder.identity} embeddings")
     return table, features, encoder
 
@@ -184,50 +190,78 @@ def evaluate(
 @app.command()
 def predict(
     model: Path = typer.Option(..., "--model", help="Model folder from `composition fit`."),
-    slide: Path = typer.Option(..., "--slide", help="Slide image (JPEG/PNG or a whole-slide file)."),
+    slide: Optional[Path] = typer.Option(None, "--slide", help="Slide image (JPEG/PNG or a whole-slide file), with "
+                                         "--spots or --grid. Or give --data instead."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Instead of --slide: spots as `fit` and `evaluate` take "
+                                        "them (CSV with tile files or slide images, or .h5ad; abundance columns "
+                                        "are not needed); predictions go to a CSV."),
     spots: Optional[Path] = typer.Option(None, "--spots", help="Spot centres: .h5ad (obsm['spatial']) or CSV "
                                          "(--x-column/--y-column); the .h5ad is copied with predictions added."),
     grid: Optional[float] = typer.Option(None, "--grid", min=1.0, help="Instead of --spots: a grid every STEP "
                                          "slide pixels over the tissue."),
-    out: Path = typer.Option(..., "--out", help="Output .h5ad; the CSV goes beside it (same name, .csv)."),
+    out: Path = typer.Option(..., "--out", help="With --slide: output .h5ad, the CSV goes beside it (same name, "
+                             ".csv). With --data: the output .csv (spot_id, x, y when known, one column per type)."),
     use: str = typer.Option("mlp", "--use", help="Which fitted model predicts: mlp, ridge or neighbourhood."),
     diameter: Optional[float] = typer.Option(None, "--diameter", min=1.0, help="Tile side in slide pixels "
                                              "(default: the model's)."),
     min_tissue: float = typer.Option(0.5, "--min-tissue", min=0.0, max=1.0,
                                      help="Grid squares need this tissue share."),
     weights: Optional[str] = typer.Option(None, "--weights", help="Encoder weights (default: the model's)."),
-    cache: Optional[Path] = CACHE, device: str = DEVICE, id_column: str = ID_COL, x_column: str = X_COL,
-    y_column: str = Y_COL,
+    image: Optional[list[str]] = IMAGE, cache: Optional[Path] = CACHE, device: str = DEVICE,
+    id_column: str = ID_COL, section_column: str = SECTION_COL, patient_column: str = PATIENT_COL,
+    x_column: str = X_COL, y_column: str = Y_COL, tile_column: str = TILE_COL,
 ) -> None:
-    """Predict compositions for spots or a tissue grid of a slide; writes an AnnData (.h5ad) and a CSV."""
+    """Predict compositions for spots or a tissue grid of a slide (an AnnData .h5ad and a CSV), or for the
+    spots of a `fit`/`evaluate` --data file (a CSV)."""
     from histosynth.cli.progress import progress_bar
     from histosynth.composition.modelfolder import load_composition_model
     from histosynth.composition.predict import (
         check_encoder,
         grid_spots,
+        predict_features,
         predict_spots,
         read_spot_file,
+        write_prediction_csv,
         write_predictions,
     )
     from histosynth.composition.tiles import check_inside, image_size
     from histosynth.errors import InputError
     from histosynth.evaluation.features import default_cache_dir
 
-    if (spots is None) == (grid is None):
+    if (slide is None) == (data is None):
+        raise InputError("give --slide IMAGE (with --spots or --grid) or --data FILE (spots as fit/evaluate take them)")
+    if data is not None and (spots is not None or grid is not None):
+        raise InputError("--spots and --grid go with --slide; a --data file lists its spots itself")
+    if slide is not None and image:
+        raise InputError("--image goes with --data; with --slide the slide is the image")
+    if slide is not None and (spots is None) == (grid is None):
         raise InputError("give exactly one of --spots FILE or --grid STEP")
-    if out.suffix.lower() != ".h5ad":
-        raise InputError("--out must end in .h5ad (the CSV is written beside it)", out)
+    suffix = ".csv" if data is not None else ".h5ad"
+    if out.suffix.lower() != suffix:
+        raise InputError(f"--out must end in {suffix}" + (" with --data" if data is not None
+                                                         else " (the CSV is written beside it)"), out)
     _check_out(out, device)
     config, fitted = load_composition_model(model)
     if use not in fitted:
         raise InputError(f"the model folder has no {use!r} model (it has {', '.join(fitted)})", model)
     size = diameter or config.diameter
+    columns = _columns(id_column, section_column, patient_column, x_column, y_column, tile_column)
+    if data is not None:
+        table, features, _ = _load(data, None, None, image, False, columns, config.encoder,
+                                   weights or config.encoder_weights, device, cache, size, config.tile_size,
+                                   "the neighbourhood model (use --use mlp or ridge)" if use == "neighbourhood"
+                                   else None, lambda encoder: check_encoder(config, encoder, model))
+        pred = predict_features(config, fitted, use, features, table.coords, table.sections)
+        written = write_prediction_csv(out, table.ids, pred, config.targets, table.coords)
+        typer.echo(f"{len(table)} spots predicted by {use} -> {written}")
+        return
+    assert slide is not None
     if size is None:
         raise InputError("the model records no tile diameter; give --diameter (slide pixels)", model)
     encoder = _encoder(config.encoder, device, weights or config.encoder_weights)
     check_encoder(config, encoder, model)
     if spots is not None:
-        points = read_spot_file(spots, _columns(id_column, "section", "patient", x_column, y_column))
+        points = read_spot_file(spots, columns)
     else:
         assert grid is not None
         points = grid_spots(slide, grid, size, min_tissue)

@@ -10,9 +10,10 @@ import typer
 
 def embed(
     source: Path = typer.Argument(..., help="Tile manifest (CSV, or a folder with images/) or a whole-slide image."),
-    encoder: str = typer.Option(..., "--encoder", help="Encoder name: inception, efficientnet-lite0, histology, "
-                                "pixels, or a foundation encoder (uni, uni2-h, conch, phikon, virchow, virchow2) "
-                                "with --weights."),
+    encoder: str = typer.Option("histology", "--encoder", help="Encoder name. Default: histology, the shipped "
+                                "self-supervised H&E encoder (256-d, no download, no --weights). Others: inception, "
+                                "efficientnet-lite0, pixels, or a foundation encoder (uni, uni2-h, conch, phikon, "
+                                "virchow, virchow2) with --weights."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="Local weights file (or Hugging Face snapshot "
                                            "folder) of a foundation encoder; a histology encoder folder. Never "
                                            "downloaded."),

@@ -29,6 +29,9 @@ def large(
     mask_steps: int = typer.Option(20, "--mask-steps", min=1, help="DDIM levels of mask generation."),
     decoder: str = typer.Option("hann", "--decoder", help="hann (four shifted grids, Hann-blended), naive (tiles) "
                                 "or diffusers (AutoencoderKL tiled decode)."),
+    mpp: Optional[float] = typer.Option(None, "--mpp", help="Microns per pixel written into the OME-TIFF "
+                                        "(PhysicalSizeX/Y; default: the model's training resolution when its "
+                                        "folder records one, else none)."),
     tile: int = typer.Option(256, "--tile", min=16, help="OME-TIFF tile size (multiple of 16)."),
     device: str = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda."),
     max_memory_gb: Optional[float] = typer.Option(None, "--max-memory-gb", min=0.1,
@@ -41,7 +44,7 @@ def large(
     it seamlessly, and write a tiled pyramidal OME-TIFF (image and mask series) plus a PNG overview."""
     from pydantic import ValidationError
 
-    from histosynth.checks import check_device, check_seed
+    from histosynth.checks import check_device, check_mpp, check_seed
     from histosynth.cli.progress import progress_bar
     from histosynth.errors import InputError
     from histosynth.io import prepare_output_file
@@ -61,6 +64,7 @@ def large(
         raise InputError("give --mask or --generate-mask, not both")
     if tile % 16:
         raise InputError(f"--tile {tile} is not a multiple of 16 (TIFF tiles are); try {max(16, tile - tile % 16)}")
+    check_mpp(mpp)
     check_seed(seed)
     check_device(device)
     if not str(out).lower().endswith((".ome.tif", ".ome.tiff")):
@@ -84,7 +88,7 @@ def large(
             handle.set_completed(done)
             handle.set_status(phase)
 
-        result = generate_large_image(loaded, request, out, device, progress, budget)
+        result = generate_large_image(loaded, request, out, device, progress, budget, mpp)
     megapixels = result.width * result.height / 1e6
     typer.echo(f"{result.width}x{result.height} px, {result.evaluations} window evaluations "
                f"({result.evaluations / megapixels:.0f} per megapixel) + {result.mask_evaluations} for the mask, "

@@ -11,9 +11,14 @@ import typer
 def transfer(
     model: Optional[Path] = typer.Option(None, "--model", help="histosynth model folder (default: the shipped EBHI "
                                          "model) or a local Stable Diffusion 1.x/2.x folder (diffusers layout)."),
-    appearance: Path = typer.Option(..., "--appearance", help="Image whose look is transferred (model tile size)."),
-    appearance_mask: Path = typer.Option(..., "--appearance-mask", help="Its mask (raw values as in training masks)."),
-    target_masks: Path = typer.Option(..., "--target-masks", help="Folder of target masks (.png/.tif): the structures."),
+    appearance: Path = typer.Option(..., "--appearance", help="Image whose look is transferred, any size (e.g. a "
+                                    "512 px IHC field): another size than the model's tile is centre-cropped to a "
+                                    "square and resized to the tile, with its mask (only its features are used)."),
+    appearance_mask: Path = typer.Option(..., "--appearance-mask", help="Its mask, same size as the image (raw values "
+                                         "as in training masks)."),
+    target_masks: Path = typer.Option(..., "--target-masks", help="Folder of target masks (.png/.tif): the "
+                                      "structures, each of the model's tile size (larger ones are refused: cut "
+                                      "them into tiles first)."),
     rounds: int = typer.Option(1, "--rounds", min=1, max=8, help="Tiles per target mask (round k: k-th flip/rotation)."),
     select: Optional[int] = typer.Option(None, "--select", min=1, help="Use only the N target masks whose class "
                                          "fractions are closest to the appearance mask's."),
@@ -33,13 +38,13 @@ def transfer(
     """Lay the look of one real (image, mask) onto other masks without training: inversion, cross-image
     attention and class-masked AdaIN (seed 002). Writes a synthetic dataset with the target masks."""
     from histosynth.checks import check_device, check_seed
-    from histosynth.cli.progress import progress_bar
+    from histosynth.cli.tile import _late_bar
     from histosynth.data.images import read_mask, read_raw_mask, read_rgb
     from histosynth.errors import InputError
     from histosynth.sampling.writer import check_folder
     from histosynth.sampling.transfer.load import is_stable_diffusion_folder, load_backbone
     from histosynth.sampling.transfer.dataset import transfer_dataset
-    from histosynth.sampling.transfer.pipeline import AppearanceTransfer, TransferSettings
+    from histosynth.sampling.transfer.pipeline import AppearanceTransfer, TransferSettings, fit_appearance
     from histosynth.weights import default_model_dir
 
     if adain not in ("alternate", "all", "plain", "none"):
@@ -58,16 +63,12 @@ def transfer(
     label_id = backbone.classes.resolve_label(label) if label is not None else None
     image = read_rgb(appearance)
     mask = read_raw_mask(appearance_mask) if raw_masks else read_mask(appearance_mask, backbone.classes)
-    if image.shape[:2] != mask.shape:
-        raise InputError(f"appearance mask is {mask.shape[1]}x{mask.shape[0]} but the image is "
-                         f"{image.shape[1]}x{image.shape[0]}", appearance_mask)
+    image, mask = fit_appearance(image, mask, backbone.tile_size, str(appearance_mask))
     runner = AppearanceTransfer(backbone, TransferSettings(steps=steps, swap_guidance=swap_guidance, adain=adain))
     if not target_masks.is_dir():
         raise InputError("target mask folder not found", target_masks)
-    n_masks = len([p for p in target_masks.iterdir() if p.suffix.lower() in (".png", ".tif", ".tiff")])
-    n_targets = min(select, n_masks) if select else n_masks
-    with progress_bar("transferring", n_targets * rounds) as advance:
+    with _late_bar("transferring") as (on_total, advance):  # drawn once every mask has been read and checked
         result = transfer_dataset(runner, image, mask, target_masks, out, rounds, select, label_id, seed, raw_masks,
-                                  on_tile=advance)
+                                  on_tile=advance, on_total=on_total)
     typer.echo(f"{result.written} tiles written, {result.skipped_existing} already there "
                f"({len(result.targets)} target masks x {rounds} rounds) -> {result.folder}")

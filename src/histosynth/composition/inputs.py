@@ -136,8 +136,9 @@ def _parse_images(images: Sequence[str | Path], sections: Sequence[str], source:
     return mapping
 
 
-def _assemble(source: Path, meta: Any, frame: Any, targets: str, columns: SpotColumns, images: Sequence[str | Path],
-              coords: np.ndarray | None, default_section: str, normalise: bool, diameter: float | None) -> SpotTable:
+def _assemble(source: Path, meta: Any, frame: Any, targets: str | None, columns: SpotColumns,
+              images: Sequence[str | Path], coords: np.ndarray | None, default_section: str, normalise: bool,
+              diameter: float | None) -> SpotTable:
     n = len(meta)
     if n == 0:
         raise InputError("no spots in the file", source)
@@ -148,10 +149,13 @@ def _assemble(source: Path, meta: Any, frame: Any, targets: str, columns: SpotCo
     sections = (meta[columns.section].astype(str).to_numpy() if columns.section in meta
                 else np.full(n, default_section, dtype=object))
     patients = meta[columns.patient].astype(str).to_numpy() if columns.patient in meta else sections.copy()
-    names = select_targets(list(frame.columns), targets, source)
-    values = _numeric(frame, names)
-    check_abundances(values, names, ids, source)
-    values = normalise_rows(values, ids, source) if normalise else values
+    if targets is None:  # spots to predict: no abundances read
+        names, values = [], np.zeros((n, 0))
+    else:
+        names = select_targets(list(frame.columns), targets, source)
+        values = _numeric(frame, names)
+        check_abundances(values, names, ids, source)
+        values = normalise_rows(values, ids, source) if normalise else values
     if coords is not None and not np.isfinite(coords).all():
         row = int(np.flatnonzero(~np.isfinite(coords).all(axis=1))[0])
         raise InputError(f"spot {ids[row]} has a missing or non-numeric coordinate", source)
@@ -193,7 +197,7 @@ def read_spot_csv(path: Path):
         raise InputError(f"not a readable CSV ({' '.join(str(error).split())[:160]})", path) from None
 
 
-def load_csv(path: str | Path, targets: str, *, columns: SpotColumns = SpotColumns(),
+def load_csv(path: str | Path, targets: str | None, *, columns: SpotColumns = SpotColumns(),
              images: Sequence[str | Path] = (), normalise: bool = True) -> SpotTable:
     """Spots of a CSV manifest (paths relative to the CSV); abundance columns chosen by ``targets``."""
 
@@ -255,7 +259,7 @@ def spatial_coords(adata: Any, source: Path) -> np.ndarray | None:
     return coords[:, :2]
 
 
-def load_h5ad(path: str | Path, targets: str, *, abundance_key: str | None = None,
+def load_h5ad(path: str | Path, targets: str | None, *, abundance_key: str | None = None,
               columns: SpotColumns = SpotColumns(), images: Sequence[str | Path] = (),
               normalise: bool = True) -> SpotTable:
     """Spots of an AnnData: targets from ``obsm[abundance_key]`` columns, else from ``obs`` columns."""
@@ -269,10 +273,11 @@ def load_h5ad(path: str | Path, targets: str, *, abundance_key: str | None = Non
                      _spot_diameter(adata.uns))
 
 
-def load_spots(path: str | Path, targets: str, *, abundance_key: str | None = None,
+def load_spots(path: str | Path, targets: str | None, *, abundance_key: str | None = None,
                columns: SpotColumns = SpotColumns(), images: Sequence[str | Path] = (),
                normalise: bool = True) -> SpotTable:
-    """Read spots from a ``.h5ad`` or a ``.csv`` (by suffix)."""
+    """Read spots from a ``.h5ad`` or a ``.csv`` (by suffix); ``targets=None`` reads no abundances (for
+    prediction: ``targets`` is then an N x 0 array)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".h5ad":

@@ -1,4 +1,5 @@
-"""Predict compositions for spots (or a grid) of a slide and write them into an AnnData and a CSV.
+"""Predict compositions for spots (or a grid) of a slide and write them into an AnnData and a CSV, or for
+the spots of a ``composition fit``-style CSV / ``.h5ad`` (tile files or cut tiles) into a CSV.
 
 The AnnData keeps its spots in ``obs``, centres in ``obsm['spatial']``, predictions as
 ``obsm['histosynth_composition']`` (a DataFrame, one column per type) and as ``obs`` columns
@@ -78,16 +79,28 @@ def predict_spots(config: CompositionConfig, models: dict[str, Any], which: str,
                   on_batch: Callable[[int], None] | None = None) -> np.ndarray:
     """Predictions (N, T) of model ``which`` for ``spots`` cut from ``slide`` at ``diameter`` px."""
     from histosynth.composition.embed import embed_cut
-    from histosynth.composition.models import neighbour_matrix, predict_model
 
     if which not in models:
         raise InputError(f"the model folder has no {which!r} model (it has {', '.join(models)})")
     features = embed_cut(encoder, Path(slide), spots.coords, spots.ids, diameter, config.tile_size, cache_dir,
                          batch_size, on_batch)
+    return predict_features(config, models, which, features, spots.coords)
+
+
+def predict_features(config: CompositionConfig, models: dict[str, Any], which: str, features: np.ndarray,
+                     coords: np.ndarray | None, sections: np.ndarray | None = None) -> np.ndarray:
+    """Predictions (N, T) of model ``which`` from spot embeddings; the neighbourhood model needs ``coords``
+    (spots of different ``sections`` are never neighbours)."""
+    from histosynth.composition.models import neighbour_matrix, predict_model
+
+    if which not in models:
+        raise InputError(f"the model folder has no {which!r} model (it has {', '.join(models)})")
     neighbours = None
     if which == "neighbourhood":
-        neighbours = neighbour_matrix(spots.coords, np.zeros(len(spots.ids), dtype=int),
-                                      config.settings.neighbour_radius)
+        if coords is None:
+            raise InputError("the neighbourhood model needs spot coordinates; predict with --use mlp or ridge")
+        groups = np.zeros(len(coords), dtype=int) if sections is None else sections
+        neighbours = neighbour_matrix(coords, groups, config.settings.neighbour_radius)
     return predict_model(which, models[which], features, neighbours)
 
 
@@ -131,10 +144,21 @@ def write_predictions(out: str | Path, spots: Spots, predictions: np.ndarray, na
                            "types": [str(n) for n in names]}
     with atomic_path(out) as tmp:
         adata.write_h5ad(tmp)
-    csv_path = out.with_suffix(".csv")
-    table = frame.copy()
-    table.insert(0, "y", spots.coords[:, 1])
-    table.insert(0, "x", spots.coords[:, 0])
-    with atomic_path(csv_path) as tmp:
-        table.to_csv(tmp, index_label="spot_id")
-    return out, csv_path
+    return out, write_prediction_csv(out.with_suffix(".csv"), spots.ids, predictions, names, spots.coords)
+
+
+def write_prediction_csv(path: str | Path, ids: Sequence[str], predictions: np.ndarray, names: Sequence[str],
+                         coords: np.ndarray | None = None) -> Path:
+    """``spot_id`` (+ ``x``, ``y`` when known) and one column per type, written atomically."""
+    import pandas as pd
+
+    from histosynth.io import atomic_path
+
+    path = Path(path)
+    table = pd.DataFrame(predictions, columns=list(names), index=pd.Index(list(ids), name="spot_id"))
+    if coords is not None:
+        table.insert(0, "y", coords[:, 1])
+        table.insert(0, "x", coords[:, 0])
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp)
+    return path

@@ -9,6 +9,7 @@ with missing files still loads and can be validated as a whole.
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +63,19 @@ class TileManifest:
                 self.source,
             )
         return TileManifest(self.source, chosen, self.classes)
+
+    @property
+    def mpp(self) -> float | None:
+        """Microns per pixel every tile records alike (the ``mpp`` column of tiled slides, within 1%), else None."""
+        values = []
+        for record in self.records:
+            try:
+                values.append(float(record.extra.get("mpp") or "nan"))
+            except ValueError:
+                return None
+        if not values or not all(math.isfinite(v) and v > 0 for v in values) or max(values) > min(values) * 1.01:
+            return None
+        return round(sum(values) / len(values), 6)
 
     def label_ids(self) -> list[int]:
         """Label id of every record; ``InputError`` naming the manifest and row of an unknown label."""

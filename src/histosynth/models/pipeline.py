@@ -3,6 +3,7 @@ and optionally ``mask_model/`` (the class-conditioned mask generation model for 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,8 @@ class LatentDiffusionModel:
     mask_model: ConditionalDenoiser | None = None
     #: Mask pixels per cell of the mask model's output (its ``factor`` at training).
     mask_factor: int = 8
+    #: Microns per pixel of the training tiles (``trained_on.mpp`` of ``denoiser/``), None when unrecorded.
+    mpp: float | None = None
 
     @classmethod
     def load(cls, folder: str | Path) -> LatentDiffusionModel:
@@ -45,7 +48,8 @@ class LatentDiffusionModel:
         denoiser = load_denoiser(folder / DENOISER_DIR)
         classes = ClassList.load(folder / CLASS_FILE_NAME)
         den = denoiser.config
-        labels = read_folder_manifest(folder / DENOISER_DIR, "denoiser").get("labels")
+        facts = read_folder_manifest(folder / DENOISER_DIR, "denoiser")
+        labels, mpp = facts.get("labels"), _recorded_mpp(facts.get("trained_on"))
         if labels is not None and labels != classes.labels:
             raise ModelFolderError("classes.json does not match the labels the denoiser was trained on", folder)
         if (den.latent_channels, den.latent_size) != (ae_config.latent_channels, ae_config.latent_size):
@@ -61,7 +65,7 @@ class LatentDiffusionModel:
             if mc.mask_conditioning != "none" or mc.latent_channels != classes.num_mask_classes \
                     or mc.num_labels != len(classes.labels):
                 raise ModelFolderError("mask_model/ is not a mask model for these classes", folder)
-        return cls(autoencoder, ae_config, denoiser, classes, folder, mask_model, mask_factor)
+        return cls(autoencoder, ae_config, denoiser, classes, folder, mask_model, mask_factor, mpp)
 
     @property
     def identity(self) -> str:
@@ -83,3 +87,11 @@ class LatentDiffusionModel:
         if self.mask_model is not None:
             self.mask_model.to(device)
         return self
+
+
+def _recorded_mpp(trained_on: object) -> float | None:
+    """A positive finite ``mpp`` from a manifest's ``trained_on`` facts, else None (never an error)."""
+    value = trained_on.get("mpp") if isinstance(trained_on, dict) else None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0:
+        return float(value)
+    return None

@@ -51,8 +51,9 @@ def _run_settings(train_config, model_config, loss_config, tiles: TileTensors, *
 
 
 def _provenance(manifest: TileManifest, n: int, train_config: TrainConfig, seconds: float, speed: float) -> dict:
+    mpp = manifest.mpp  # the tiles' shared microns per pixel: `histosynth large` writes it into its OME-TIFF
     return {
-        "trained_on": {"manifest": str(manifest.source), "tiles": n},
+        "trained_on": {"manifest": str(manifest.source), "tiles": n, **({"mpp": mpp} if mpp else {})},
         "training": {"steps": train_config.steps, "wall_seconds": round(seconds, 1),
                      "items_per_second": round(speed, 2), "machine": f"{platform.machine()} {platform.node()}",
                      "torch": torch.__version__, "threads": torch.get_num_threads(),

@@ -10,7 +10,8 @@ Layout (BigTIFF, OME-XML in the first page's description):
 The image's OME ``Description`` holds JSON ``{"mask_classes": [...], "metadata": {...}}`` (read it
 back with :func:`read_ome_metadata`); ``metadata`` is also an OME ``MapAnnotation`` (namespace
 ``histosynth/metadata``) and the class names a ``MapAnnotation`` of the mask (``histosynth/mask_classes``,
-``"0" -> name``), which OMERO and QuPath show. Reduced levels are computed block-wise into
+``"0" -> name``), which OMERO and QuPath show. Given ``mpp``, both series carry
+``PhysicalSizeX/Y`` in µm per pixel (level 0). Reduced levels are computed block-wise into
 temporary memmaps in a ``.<name>.*.tmpdir`` folder beside the output, removed afterwards.
 
 OpenSlide reads such files as "generic-tiff" with one level: it does not follow SubIFDs (the OME
@@ -29,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from histosynth.checks import check_mpp
 from histosynth.errors import InputError
 from histosynth.io import atomic_path, save_png
 
@@ -83,7 +85,7 @@ def _tiles(array: np.ndarray, tile: int, on_tile: OnTile | None, series: str, le
 
 
 def _check_inputs(image: np.ndarray, mask: np.ndarray | None, tile: int, mask_classes: list[str] | None,
-                  min_level_size: int, metadata: dict[str, str] | None, path: Path) -> None:
+                  min_level_size: int, metadata: dict[str, str] | None, mpp: float | None, path: Path) -> None:
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or min(image.shape[:2]) < 1:
         raise InputError(f"the image must be H x W x 3 uint8, got {image.shape} {image.dtype}", path)
     if mask is not None and (mask.shape != image.shape[:2] or mask.dtype != np.uint8):
@@ -91,6 +93,7 @@ def _check_inputs(image: np.ndarray, mask: np.ndarray | None, tile: int, mask_cl
                          f"got {mask.shape} {mask.dtype}", path)
     if tile < 16 or tile % 16:
         raise InputError(f"tile size must be a positive multiple of 16 (a TIFF rule), got {tile}", path)
+    check_mpp(mpp, "mpp")
     if min_level_size < 1:
         raise InputError(f"min_level_size must be positive, got {min_level_size}", path)
     if metadata is not None and not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
@@ -105,21 +108,26 @@ def _check_inputs(image: np.ndarray, mask: np.ndarray | None, tile: int, mask_cl
 def write_ome_tiff(path: str | Path, image: np.ndarray, mask: np.ndarray | None = None, tile: int = 256,
                    mask_classes: list[str] | None = None, min_level_size: int = 256,
                    metadata: dict[str, str] | None = None, on_tile: OnTile | None = None,
-                   compression: str = "zlib") -> Path:
+                   compression: str = "zlib", mpp: float | None = None) -> Path:
     """Write ``image`` (H x W x 3 uint8, may be a memmap) and an optional mask as a pyramidal OME-TIFF.
 
-    Tiles are streamed from ``image``/``mask``; the file appears atomically under ``path``.
+    Tiles are streamed from ``image``/``mask``; the file appears atomically under ``path``. ``mpp``:
+    level-0 microns per pixel, written as OME ``PhysicalSizeX/Y`` (omitted when None).
     """
     import tifffile
 
     path = Path(path)
-    _check_inputs(image, mask, tile, mask_classes, min_level_size, metadata, path)
+    _check_inputs(image, mask, tile, mask_classes, min_level_size, metadata, mpp, path)
     shapes = level_shapes(*image.shape[:2], min_level_size)
     description = json.dumps({"mask_classes": mask_classes, "metadata": metadata or {}})
     image_meta: dict[str, Any] = {"Name": "image", "axes": "YXS", "Description": description}
     if metadata:
         image_meta["MapAnnotation"] = {"Namespace": "histosynth/metadata", "Value": dict(metadata)}
     mask_meta: dict[str, Any] = {"Name": "mask", "axes": "YX"}
+    if mpp is not None:
+        physical = {"PhysicalSizeX": mpp, "PhysicalSizeXUnit": "µm", "PhysicalSizeY": mpp, "PhysicalSizeYUnit": "µm"}
+        image_meta.update(physical)
+        mask_meta.update(physical)
     if mask_classes:
         mask_meta["MapAnnotation"] = {"Namespace": "histosynth/mask_classes",
                                       "Value": {str(i): name for i, name in enumerate(mask_classes)}}

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, Field
 
+from histosynth.checks import check_mpp
 from histosynth.errors import InputError
 from histosynth.io import atomic_path, check_free_space, check_same_settings, prepare_output_file, write_json
 from histosynth.models.pipeline import LatentDiffusionModel
@@ -234,11 +235,16 @@ def _decode_stage(model, request, latent: np.ndarray, work: Path, device, progre
 
 def generate_large_image(model: LatentDiffusionModel, request: LargeImageRequest, out: str | Path,
                          device: str | torch.device = "cpu", progress: Progress | None = None,
-                         max_memory_bytes: int | None = None) -> LargeImageResult:
-    """Generate (or resume) the image + mask of ``request`` into the pyramidal OME-TIFF ``out``."""
+                         max_memory_bytes: int | None = None, mpp: float | None = None) -> LargeImageResult:
+    """Generate (or resume) the image + mask of ``request`` into the pyramidal OME-TIFF ``out``.
+
+    ``mpp``: microns per pixel stored in the OME-XML (default: the model's training resolution, when
+    its folder records one; else none is stored). It does not change the pixels, so it is not part of
+    the request a resumed run must repeat."""
     from histosynth.data.slides.ome_writer import write_ome_tiff, write_overview_png
 
     out = Path(out)
+    mpp = check_mpp(model.mpp if mpp is None else mpp)
     check_request(model, request, out, max_memory_bytes)
     request = request.model_copy(update={"model": model.identity})
     work = _work_folder(out, request)
@@ -256,7 +262,8 @@ def generate_large_image(model: LatentDiffusionModel, request: LargeImageRequest
     clock = time.perf_counter()
     names = [*model.classes.mask_classes, "unknown"]
     metadata = {"generator": "histosynth large", "label": model.classes.labels[request.label],
-                **{k: str(v) for k, v in request.model_dump(mode="json").items()}}
+                **{k: str(v) for k, v in request.model_dump(mode="json").items()},
+                **({"mpp": f"{mpp:g}"} if mpp is not None else {})}
     out.parent.mkdir(parents=True, exist_ok=True)
     tiles_written = [0]
 
@@ -266,7 +273,7 @@ def generate_large_image(model: LatentDiffusionModel, request: LargeImageRequest
             progress(f"write {series} level {level}", tiles_written[0], 0)
 
     write_ome_tiff(out, image, mask, tile=request.tiff_tile, mask_classes=names, metadata=metadata, on_tile=on_tile,
-                   min_level_size=request.tiff_tile)  # halve until a level fits in one tile
+                   min_level_size=request.tiff_tile, mpp=mpp)  # halve until a level fits in one tile
     overview = overview_path(out)
     write_overview_png(overview, image, mask)
     seconds["write"] = round(time.perf_counter() - clock, 2)

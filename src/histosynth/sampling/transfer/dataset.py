@@ -16,7 +16,7 @@ import numpy as np
 
 from histosynth.data.images import read_mask, read_raw_mask
 from histosynth.errors import InputError
-from histosynth.sampling.transfer.pipeline import AppearanceTransfer
+from histosynth.sampling.transfer.pipeline import AppearanceTransfer, fit_appearance
 from histosynth.sampling.writer import SyntheticDatasetWriter, SyntheticRow
 
 
@@ -50,10 +50,12 @@ def select_targets(appearance_mask: np.ndarray, targets: dict[str, np.ndarray], 
 def transfer_dataset(transfer: AppearanceTransfer, appearance: np.ndarray, appearance_mask: np.ndarray,
                      target_folder: str | Path, out: str | Path, rounds: int = 1, select: int | None = None,
                      label: int | None = None, seed: int = 0, raw_masks: bool = False,
-                     on_tile: Callable[[int], None] | None = None) -> TransferResult:
+                     on_tile: Callable[[int], None] | None = None,
+                     on_total: Callable[[int], None] | None = None) -> TransferResult:
     """Write ``rounds`` transferred tiles per (selected) target mask to ``out`` (images/, masks/, manifest.csv).
 
     ``raw_masks``: the mask files hold class ids 0..C-1 of their own (any C), not the model's mask values.
+    ``on_total`` gets the number of tiles once every input has been checked (before any work).
     """
     classes = transfer.classes
     if classes is None and not raw_masks:
@@ -64,14 +66,23 @@ def transfer_dataset(transfer: AppearanceTransfer, appearance: np.ndarray, appea
         raise InputError("no mask images (.png/.tif) in the target folder", target_folder)
     targets = {p.stem: read_raw_mask(p) if raw_masks else read_mask(p, classes) for p in paths}
     size = transfer.backbone.tile_size
+    appearance, appearance_mask = fit_appearance(appearance, appearance_mask, size)
     for path in paths:  # every problem before any work
-        if targets[path.stem].shape != (size, size):
-            shape = targets[path.stem].shape
-            raise InputError(f"target mask is {shape[1]}x{shape[0]}, the model works on {size}x{size}", path)
+        height, width = targets[path.stem].shape
+        if (height, width) == (size, size):
+            continue
+        if min(height, width) >= size:  # no windowed transfer exists (`histosynth large` only generates)
+            raise InputError(f"target mask is {width}x{height}, larger than the {size}x{size} tile the model works "
+                             f"on: transfer makes one tile per mask, so cut it into {size}x{size} tiles first "
+                             "(or generate, without transfer, a large image on it with `histosynth large --mask`)",
+                             path)
+        raise InputError(f"target mask is {width}x{height}, the model works on {size}x{size}", path)
     n_classes = max([int(appearance_mask.max())] + [int(m.max()) for m in targets.values()]) + 1
     names = select_targets(appearance_mask, targets, max(n_classes, classes.num_mask_classes if classes else 0), select)
     for name in names:
         transfer.check(appearance, appearance_mask, targets[name], str(Path(target_folder) / name))
+    if on_total is not None:
+        on_total(len(names) * rounds)
     writer = SyntheticDatasetWriter(out)
     settings = transfer.settings
     label_name = classes.labels[label] if label is not None and classes is not None else ""

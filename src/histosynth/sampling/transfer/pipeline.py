@@ -50,6 +50,27 @@ class TransferSettings:
     condition_on_mask: bool = True  # give the model the masks as its condition when their classes are its own
 
 
+def fit_appearance(image: np.ndarray, mask: np.ndarray, size: int,
+                   source: str = "appearance mask") -> tuple[np.ndarray, np.ndarray]:
+    """The appearance image and its mask at ``size`` x ``size``: a pair of another size is centre-cropped to
+    its largest square, then resized (image bicubic, mask nearest). Only the appearance's features are used
+    (attention keys and values, AdaIN statistics), so its look is simply taken at the resized scale."""
+    from histosynth.data.images import pair_mismatch, resize_tile
+
+    mismatch = pair_mismatch("appearance mask", mask, "the appearance image", image)
+    if mismatch:
+        raise InputError(mismatch, source)
+    height, width = mask.shape
+    if (height, width) == (size, size):
+        return image, mask
+    side = min(height, width)
+    y0, x0 = (height - side) // 2, (width - side) // 2
+    crop = (slice(y0, y0 + side), slice(x0, x0 + side))
+    fitted, fitted_mask = resize_tile(np.ascontiguousarray(image[crop]), np.ascontiguousarray(mask[crop]), (size, size))
+    assert fitted_mask is not None
+    return fitted, fitted_mask
+
+
 def render_mask(mask: np.ndarray, num_classes: int, values: tuple[float, float], noise_sd: float,
                 rng: np.random.Generator) -> np.ndarray:
     """A class mask as a grey uint8 image: class c -> evenly spaced values in ``values``, plus noise."""
@@ -107,6 +128,7 @@ class AppearanceTransfer:
         from histosynth.training.tensors import mask_fractions
 
         settings, backbone = self.settings, self.backbone
+        appearance, appearance_mask = fit_appearance(appearance, appearance_mask, backbone.tile_size)
         class_ids = self.check(appearance, appearance_mask, target_mask, source)
         backbone.check_label(label)
         rng = np.random.default_rng(seed)
