@@ -17,7 +17,7 @@ SAMPLERS: tuple[str, ...] = ("ddim", "dpm")
 @dataclass
 class SamplingSettings:
     steps: int = 50
-    guidance: float = 2.0
+    guidance: float = 1.5  # best generation FID of the issue-H sweep (docs/benchmarks.md)
     sampler: SamplerName = "ddim"
     batch_size: int = 16
     #: Guidance weight of the tile embedding (embedding denoisers, ``--like``): 0 ignores it, 1 = plain conditional.
