@@ -178,7 +178,45 @@ def load_manifest(
         class_list = ClassList.infer(labels) if any(labels) else ClassList(labels=["tissue"])
     manifest = TileManifest(source=path, records=records, classes=class_list)
     if check_ids:
-        from histosynth.data.validate import check_ids as check_id_rules
-
-        check_id_rules(manifest)
+        _refuse_bad_ids(manifest)
     return manifest
+
+
+def id_conflicts(records: list[TileRecord]) -> list[tuple[TileRecord, TileRecord | None]]:
+    """The id rules: ``(record, first record with its id)`` per duplicate id, ``(record, None)`` per empty id."""
+    first_of: dict[str, TileRecord] = {}
+    conflicts: list[tuple[TileRecord, TileRecord | None]] = []
+    for record in records:
+        if not record.id:
+            conflicts.append((record, None))
+        elif record.id in first_of:
+            conflicts.append((record, first_of[record.id]))
+        else:
+            first_of[record.id] = record
+    return conflicts
+
+
+def _refuse_bad_ids(manifest: TileManifest) -> None:
+    """``InputError`` naming the manifest, line and id of the first empty or duplicate id."""
+    conflicts = id_conflicts(manifest.records)
+    if not conflicts:
+        return
+    record, first = conflicts[0]
+    source = manifest.source
+    is_csv = not source.is_dir() or (source / MANIFEST_FILE_NAME).exists()
+    path = source / MANIFEST_FILE_NAME if source.is_dir() and is_csv else source
+    line = f"line {record.row + 1}" if is_csv and record.row > 0 else ""
+    named = f"id {record.id}" if record.id else ""
+    where = f"{line} ({named})" if line and named else line or named
+    where = f"{where}: " if where else ""
+    if first is None:
+        message = "id is empty"
+    elif is_csv:
+        message = f"duplicate id {record.id!r}, first used on line {first.row + 1}"
+    else:
+        shown = [str(r.image.relative_to(source)) if r.image.is_relative_to(source) else str(r.image)
+                 for r in (record, first)]
+        message = f"duplicate id {record.id!r}: {shown[0]} and {shown[1]} have the same name"
+    more = len(conflicts) - 1
+    suffix = f" (and {more} more such problem{'s' if more > 1 else ''})" if more else ""
+    raise InputError(f"{where}{message}{suffix}", path)

@@ -3,7 +3,8 @@
 Table rules (ids, labels, splits) are checked on the records; file rules (missing, corrupt,
 oversized, size mismatch, tile size, mask values) open every image and mask once, fully decoded,
 in a thread pool. Problems come back in row order, then dataset-wide ones (required splits with no
-rows). Loaders apply the same rules without reporting everything: :func:`check_ids` (called by
+rows). Loaders apply the same rules without reporting everything: the id rules of
+:func:`~histosynth.data.manifest.id_conflicts` (called by
 ``load_manifest``) and :func:`histosynth.data.images.read_tile`, whose messages these share.
 """
 
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from histosynth.data.images import Size, pair_mismatch, read_raw_mask, read_rgb, size_text, undeclared_mask_values
-from histosynth.data.manifest import MANIFEST_FILE_NAME, TileManifest, TileRecord
+from histosynth.data.manifest import MANIFEST_FILE_NAME, TileManifest, TileRecord, id_conflicts
 from histosynth.errors import HistosynthError, InputError
 
 T = TypeVar("T")
@@ -166,22 +167,21 @@ class _Checker:
         records = self.dataset.records
         labels = self.dataset.classes.labels
         has_split_values = any(r.split for r in records)
-        first_row_of: dict[str, TileRecord] = {}
+        conflicts = {id(record): first for record, first in id_conflicts(records)}
         found: dict[int, list[Problem]] = {}
         for index, record in enumerate(records):
             problems = found.setdefault(index, [])
-            if not record.id:
-                problems.append(self.problem(record, "empty_id", "id is empty"))
-            elif record.id in first_row_of:
-                first = first_row_of[record.id]
-                if self.is_csv:
-                    message = f"duplicate id {record.id!r}, first used on line {first.row + 1}"
+            if id(record) in conflicts:
+                first = conflicts[id(record)]
+                if first is None:
+                    problems.append(self.problem(record, "empty_id", "id is empty"))
                 else:
-                    message = (f"duplicate id {record.id!r}: {self.show(record.image)} and "
-                               f"{self.show(first.image)} have the same name")
-                problems.append(self.problem(record, "duplicate_id", message))
-            else:
-                first_row_of[record.id] = record
+                    if self.is_csv:
+                        message = f"duplicate id {record.id!r}, first used on line {first.row + 1}"
+                    else:
+                        message = (f"duplicate id {record.id!r}: {self.show(record.image)} and "
+                                   f"{self.show(first.image)} have the same name")
+                    problems.append(self.problem(record, "duplicate_id", message))
             if record.label and record.label not in labels:
                 problems.append(self.problem(
                     record, "unknown_label",
@@ -199,13 +199,6 @@ class _Checker:
                 hint = ", ".join(present) if present else "none; pass --require-splits '' to allow that"
                 problems.append(self.problem(None, "empty_split", f"split {split!r} has no rows (splits here: {hint})"))
         return problems
-
-
-def check_ids(dataset: TileManifest) -> None:
-    """``InputError`` naming the manifest, line and id of the first empty or duplicate id (the id rules)."""
-    problems = [p for found in _Checker(dataset).check_table().values() for p in found if p.kind in ID_RULES]
-    if problems:
-        raise problems[0].as_error(more=len(problems) - 1)
 
 
 def validate_manifest(
