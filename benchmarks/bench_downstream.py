@@ -27,6 +27,7 @@ from bench_quality import DEFAULT_DATA, generate_from_train  # noqa: E402
 from histosynth.data.manifest import load_manifest  # noqa: E402
 from histosynth.data.splits import subsample_by_case  # noqa: E402
 from histosynth.errors import HistosynthError  # noqa: E402
+from histosynth.sampling.settings import SAMPLERS  # noqa: E402
 from histosynth.evaluation.downstream import DownstreamConfig, run_downstream, summarise  # noqa: E402
 from histosynth.io import write_json  # noqa: E402
 from histosynth.models.pipeline import LatentDiffusionModel  # noqa: E402
@@ -44,7 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--train-steps", type=int, default=300)
     parser.add_argument("--steps", type=int, default=20, help="sampling steps")
     parser.add_argument("--guidance", type=float, default=2.0)
-    parser.add_argument("--sampler", choices=["ddim", "dpm"], default="dpm")
+    parser.add_argument("--sampler", choices=SAMPLERS, default="dpm")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0, help="base sampling seed")
     parser.add_argument("--out", default="bench_out/downstream")

@@ -44,6 +44,7 @@ from _common import cached_segmenter, machine, peak_rss_mib  # noqa: E402
 
 from histosynth.data.images import read_rgb  # noqa: E402
 from histosynth.data.manifest import load_manifest  # noqa: E402
+from histosynth.sampling.settings import SAMPLERS  # noqa: E402
 from histosynth.errors import HistosynthError, InputError  # noqa: E402
 from histosynth.encoders.inception import InceptionEncoder  # noqa: E402
 from histosynth.evaluation.c2st import classifier_two_sample_test  # noqa: E402
@@ -78,7 +79,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="real set the figures are measured against (issue H: train; A2: test)")
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--guidance", type=float, default=2.0)
-    parser.add_argument("--sampler", choices=["ddim", "dpm"], default="ddim")
+    parser.add_argument("--sampler", choices=SAMPLERS, default="ddim")
     parser.add_argument("--guidance-interval", default="0,1",
                         help="low,high fractions of the noise schedule where guidance applies (0,1 = every step)")
     parser.add_argument("--batch", type=int, default=16)

@@ -48,7 +48,7 @@ def parse_setting(text: str) -> argparse.Namespace:
     except ValueError:
         raise InputError(f"setting {text!r} is not sampler:steps:guidance[@low-high], e.g. dpm:20:2@0.17-0.89")
     if sampler not in SAMPLERS:
-        raise InputError(f"setting {text!r}: unknown sampler {sampler!r}; choose {' or '.join(SAMPLERS)}")
+        raise InputError(f"setting {text!r}: unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
     return parsed
 
 

@@ -16,6 +16,7 @@ from histosynth.models.pipeline import LatentDiffusionModel
 from histosynth.sampling.generate import MaskSource, generate_dataset
 from histosynth.sampling.masks import procedural_mask
 from histosynth.sampling.sampler import SamplingSettings, TileSampler
+from histosynth.sampling.settings import SAMPLERS
 from histosynth.training.tensors import mask_fractions
 
 from tiny_models import TILE
@@ -31,7 +32,7 @@ def _inputs(n: int):
     return masks, fractions
 
 
-@pytest.mark.parametrize("sampler_name", ["ddim", "dpm"])
+@pytest.mark.parametrize("sampler_name", SAMPLERS)
 def test_same_seed_same_image_whatever_the_batch(tiny_model_dir: Path, sampler_name: str) -> None:
     sampler = _sampler(tiny_model_dir, sampler=sampler_name)
     masks, _ = _inputs(3)
@@ -42,6 +43,16 @@ def test_same_seed_same_image_whatever_the_batch(tiny_model_dir: Path, sampler_n
     assert np.array_equal(batch, again)
     assert np.abs(batch[1].astype(int) - alone[0].astype(int)).max() <= 1  # batch-size-independent up to rounding
     assert not np.array_equal(batch[0], sampler.sample([0], masks[:1], [99])[0])
+
+
+def test_the_stochastic_sampler_draws_fresh_noise_each_step(tiny_model_dir: Path) -> None:
+    masks, _ = _inputs(2)
+    stochastic = _sampler(tiny_model_dir, sampler="dpm-sde").sample([0, 1], masks, [10, 11])
+    deterministic = _sampler(tiny_model_dir, sampler="dpm").sample([0, 1], masks, [10, 11])
+    assert np.abs(stochastic.astype(int) - deterministic.astype(int)).mean() > 1  # same start, other path
+    sampler = _sampler(tiny_model_dir, sampler="dpm-sde")
+    with pytest.raises(ValueError, match="one seed per tile"):
+        sampler.denoise(sampler.initial_noise([1]), torch.tensor([0]), torch.zeros(1, 2, TILE // 4, TILE // 4))
 
 
 def test_guidance_zero_is_the_unconditional_model(tiny_model_dir: Path) -> None:

@@ -178,3 +178,14 @@ def test_model_mask_endpoint_gives_the_mask_models_layout_for_the_painter(make_c
     assert error_of(client.get("/api/model-mask?seed=x"), 422).startswith("seed:")
     page, script = client.get("/").text, client.get("/static/app.js").text
     assert 'id="model-mask"' in page and "/api/model-mask" in script
+
+
+def test_the_page_offers_the_package_sampling_defaults() -> None:
+    from importlib.resources import files
+
+    from histosynth.sampling.settings import SAMPLERS, SamplingSettings
+
+    page = (files("histosynth.serve") / "static" / "index.html").read_text()
+    defaults = SamplingSettings()
+    assert f'id="guidance" type="number" min="0" step="0.1" value="{defaults.guidance:g}"' in page
+    assert '<select id="sampler">' + "".join(f"<option>{name}</option>" for name in SAMPLERS) + "</select>" in page

@@ -45,7 +45,7 @@ def sample(
         DEFAULTS_INTERVAL, "--guidance-interval", metavar="LOW,HIGH",
         help="Noise levels (fractions of the schedule, 1 = pure noise) where guidance applies; elsewhere the plain "
         "conditional model runs (one forward instead of two). 0,1 guides every step."),
-    sampler: str = typer.Option(DEFAULTS.sampler, help="ddim or dpm (DPM-Solver++ 2M)."),
+    sampler: str = typer.Option(DEFAULTS.sampler, help="ddim, dpm (DPM-Solver++ 2M), dpm-sde (its stochastic variant) or unipc."),
     seed: int = typer.Option(0, help="Base seed: tile i of a class uses seed + i."),
     batch_size: int = typer.Option(DEFAULTS.batch_size, min=1, help="Tiles per batch."),
     device: str = typer.Option("cpu", help="torch device, e.g. cpu or cuda."),
@@ -74,9 +74,9 @@ def sample(
     from histosynth.cli.progress import progress_bar
     from histosynth.errors import InputError
     from histosynth.sampling.generate import check_request
+    from histosynth.sampling.settings import check_sampler
 
-    if sampler not in ("ddim", "dpm"):
-        raise InputError(f"unknown sampler {sampler!r}; choose ddim or dpm")
+    check_sampler(sampler)
     check_request(n, seed)
     check_device(device)
     if (like is not None or prototype is not None) and guidance_interval != DEFAULTS_INTERVAL:

@@ -36,9 +36,9 @@ def _settings(steps: int, guidance: float, sampler: str, batch_size: int, like_w
               prototype_guidance: float = 0.0):
     from histosynth.errors import InputError
     from histosynth.sampling.sampler import SamplingSettings
+    from histosynth.sampling.settings import check_sampler
 
-    if sampler not in ("ddim", "dpm"):
-        raise InputError(f"unknown sampler {sampler!r}; choose ddim or dpm")
+    check_sampler(sampler)
     if prototype_guidance and sampler != "ddim":
         raise InputError("prototype guidance runs in the DDIM sampler; use --sampler ddim")
     return SamplingSettings(steps=steps, guidance=guidance, sampler=sampler, batch_size=batch_size,

@@ -108,6 +108,9 @@ def denoiser(
     autoencoder_dir: Optional[Path] = typer.Option(None, "--autoencoder", help="Autoencoder folder (default OUT/autoencoder)."),
     unlabelled: Optional[Path] = typer.Option(
         None, "--unlabelled", help="Extra tiles with no label or mask: they train the null condition only."),
+    init: Optional[Path] = typer.Option(
+        None, "--init", help="Model or denoiser folder to continue training from (a further leg: its architecture, "
+        "fresh steps, learning rate and seed from --config)."),
 ) -> None:
     """Train the class- and mask-conditioned latent denoiser; writes OUT/denoiser and OUT/classes.json."""
     from histosynth.cli.progress import progress_bar
@@ -123,6 +126,9 @@ def denoiser(
     manifest, tiles = _load_tiles(data, split, classes, ae_config.tile_size, unlabelled)
     model_values = {"latent_channels": ae_config.latent_channels, "latent_size": ae_config.latent_size,
                     "num_labels": len(manifest.classes.labels), "num_mask_classes": manifest.classes.num_mask_classes}
+    if init is not None:  # the leg keeps the architecture it continues
+        init_dir = init / "denoiser" if (init / "denoiser").is_dir() else init
+        model_values = {**read_folder_config(init_dir, "denoiser", DenoiserConfig).model_dump(), **model_values}
     train_config, model_config, loss_config = _recipe_configs(config, steps, batch_size, threads, DenoiserConfig,
                                                               DenoiserLossConfig, model_values)
     with progress_bar("encoding latents (8 symmetries)", len(tiles)) as handle:
@@ -130,7 +136,7 @@ def denoiser(
         with progress_bar("training denoiser", train_config.steps) as train_handle:
             result = train_denoiser(manifest, tiles, out, ae_dir, model_config, train_config, loss_config,
                                     on_step=_step_reporter(train_handle, train_config.steps),
-                                    on_encode=encode_progress)
+                                    on_encode=encode_progress, init_dir=init)
     typer.echo(f"denoiser: {result.steps} steps ({result.items_per_second:.1f} latents/s) -> {result.folder}")
 
 

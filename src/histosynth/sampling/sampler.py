@@ -21,7 +21,7 @@ import torch
 from histosynth.errors import InputError
 from histosynth.models.denoiser import DenoiserConfig
 from histosynth.models.pipeline import LatentDiffusionModel
-from histosynth.sampling.settings import SamplerName, SamplingSettings
+from histosynth.sampling.settings import SAMPLERS, STOCHASTIC_SAMPLERS, SamplerName, SamplingSettings
 from histosynth.training.tensors import mask_fractions
 
 __all__ = ["GuidedDenoiser", "SamplerName", "SamplingSettings", "TileSampler", "build_scheduler"]
@@ -30,7 +30,7 @@ __all__ = ["GuidedDenoiser", "SamplerName", "SamplingSettings", "TileSampler", "
 
 def build_scheduler(model: LatentDiffusionModel | DenoiserConfig, name: SamplerName):
     """A diffusers scheduler matching the denoiser's (or a denoiser config's) training noise schedule."""
-    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
 
     config = model if isinstance(model, DenoiserConfig) else model.denoiser.config
     common = {"num_train_timesteps": config.num_train_timesteps, "beta_schedule": config.beta_schedule,
@@ -40,7 +40,19 @@ def build_scheduler(model: LatentDiffusionModel | DenoiserConfig, name: SamplerN
     if name == "dpm":
         return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2,
                                            timestep_spacing="trailing")
-    raise InputError(f"unknown sampler {name!r}; choose ddim or dpm")
+    if name == "dpm-sde":
+        return DPMSolverMultistepScheduler(**common, algorithm_type="sde-dpmsolver++", solver_order=2,
+                                           timestep_spacing="trailing")
+    if name == "unipc":
+        return UniPCMultistepScheduler(**common, solver_order=2, timestep_spacing="trailing")
+    raise InputError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
+
+
+def step_noise(seeds: Sequence[int], step: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """The stochastic samplers' noise at ``step``: each tile's from its own seed, so a tile does not depend
+    on the batch it ran in (resume and sharding stay byte-identical)."""
+    states = [np.random.SeedSequence([int(s), 1, step]).generate_state(1, dtype=np.uint64)[0] for s in seeds]
+    return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(x))) for x in states])
 
 
 class GuidedDenoiser:
@@ -123,12 +135,16 @@ class TileSampler:
     @torch.inference_mode()
     def denoise(self, latents: torch.Tensor, labels: torch.Tensor, fractions: torch.Tensor,
                 on_step: Callable[[], None] | None = None, embeddings: torch.Tensor | None = None,
-                prototypes: torch.Tensor | None = None) -> torch.Tensor:
+                prototypes: torch.Tensor | None = None, seeds: Sequence[int] | None = None) -> torch.Tensor:
         """Run the reverse process from ``latents`` (already noise) with batched CFG.
 
         ``embeddings`` (N, D) condition an embedding denoiser; ``prototypes`` (N,) ids are the classifier
-        guidance targets (used when ``settings.prototype_guidance`` is not 0).
+        guidance targets (used when ``settings.prototype_guidance`` is not 0); ``seeds`` (one per tile) draw
+        the step noise of a stochastic sampler.
         """
+        stochastic = self.settings.sampler in STOCHASTIC_SAMPLERS
+        if stochastic and (seeds is None or len(seeds) != len(latents)):
+            raise ValueError(f"sampler {self.settings.sampler} needs one seed per tile")
         scheduler = build_scheduler(self.model, self.settings.sampler)
         scheduler.set_timesteps(self.settings.steps, device=self.device)
         latents = latents.to(self.device) * scheduler.init_noise_sigma
@@ -139,12 +155,13 @@ class TileSampler:
         labels, fractions = labels.to(self.device), fractions.to(self.device)
         extra = {} if embeddings is None else {"embeddings": embeddings.to(self.device, torch.float32)}
         steer = self._classifier_guidance(scheduler, prototypes)
-        for t in scheduler.timesteps:
+        for i, t in enumerate(scheduler.timesteps):
             model = guided if low <= float(t) / total <= high else unguided
             out = model(scheduler.scale_model_input(latents, t), t, labels, fractions, **extra)
             if steer is not None:
                 out = steer(out, latents, t)
-            latents = scheduler.step(out, t, latents).prev_sample
+            noise = {"variance_noise": step_noise(seeds, i, latents.shape[1:]).to(self.device)} if stochastic else {}
+            latents = scheduler.step(out, t, latents, **noise).prev_sample
             if on_step is not None:
                 on_step()
         return latents
@@ -200,7 +217,7 @@ class TileSampler:
         if prototypes is not None:
             prototypes = self._check_prototypes(prototypes, len(labels))
         latents = self.denoise(self.initial_noise(seeds), torch.tensor(list(labels)), fractions, on_step,
-                               embeddings, prototypes)
+                               embeddings, prototypes, seeds=seeds)
         return self.decode(latents)
 
     def _check_prototypes(self, prototypes: Sequence[int], n: int) -> torch.Tensor:

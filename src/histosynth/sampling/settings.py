@@ -10,8 +10,18 @@ from typing import Literal
 
 from histosynth.errors import InputError
 
-SamplerName = Literal["ddim", "dpm"]
-SAMPLERS: tuple[str, ...] = ("ddim", "dpm")
+SamplerName = Literal["ddim", "dpm", "dpm-sde", "unipc"]
+#: ddim: DDIM (deterministic); dpm: DPM-Solver++ 2M; dpm-sde: its stochastic (SDE) variant, whose step noise
+#: each tile draws from its own seed; unipc: UniPC multistep (deterministic).
+SAMPLERS: tuple[str, ...] = ("ddim", "dpm", "dpm-sde", "unipc")
+STOCHASTIC_SAMPLERS: tuple[str, ...] = ("dpm-sde",)
+
+
+def check_sampler(name: str) -> str:
+    """``name`` if it is a known sampler, else one line listing them."""
+    if name not in SAMPLERS:
+        raise InputError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
+    return name
 
 
 @dataclass
@@ -30,8 +40,7 @@ class SamplingSettings:
     guidance_interval: tuple[float, float] = (0.0, 1.0)
 
     def __post_init__(self) -> None:
-        if self.sampler not in SAMPLERS:
-            raise InputError(f"unknown sampler {self.sampler!r}; choose {' or '.join(SAMPLERS)}")
+        check_sampler(self.sampler)
         low, high = self.guidance_interval
         if not 0.0 <= low <= high <= 1.0:
             raise InputError(f"guidance interval must satisfy 0 <= low <= high <= 1, got {low},{high}")

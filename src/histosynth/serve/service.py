@@ -19,8 +19,10 @@ import numpy as np
 from histosynth.data.classes import ClassList
 from histosynth.errors import InputError
 from histosynth.models.pipeline import LatentDiffusionModel
+from histosynth.sampling.settings import SAMPLERS, SamplerName, SamplingSettings
 from histosynth.serve.uploads import PALETTE, MaskEncoding, decode_mask, decode_rgb
 
+DEFAULTS = SamplingSettings()
 CommonField = Literal["label", "steps", "guidance", "sampler", "seed"]
 
 
@@ -57,7 +59,7 @@ class GenerateRequest:
     steps: int
     guidance: float
     seed: int
-    sampler: Literal["ddim", "dpm"]
+    sampler: SamplerName
     uploads: dict[str, np.ndarray] = field(default_factory=dict)
     numbers: dict[str, float] = field(default_factory=dict)
 
@@ -179,13 +181,13 @@ class GenerationService:
         mask = decode_mask(files["mask"], "mask", limits.max_side, classes, encoding)
         self.check_size(mask, "mask")
         label = resolve_label(classes, values.get("label", ""))
-        sampler = values.get("sampler", "ddim") or "ddim"
-        if sampler not in ("ddim", "dpm"):
-            raise InputError(f"unknown sampler {_shown(sampler)}; choose ddim or dpm", "sampler")
+        sampler = values.get("sampler", DEFAULTS.sampler) or DEFAULTS.sampler
+        if sampler not in SAMPLERS:
+            raise InputError(f"unknown sampler {_shown(sampler)}; choose one of {', '.join(SAMPLERS)}", "sampler")
         request = GenerateRequest(
             mode=mode.name, mask=mask, label=label, sampler=sampler,  # type: ignore[arg-type]
             steps=int(_number(values, "steps", 20, 1, limits.max_steps, whole=True)),
-            guidance=_number(values, "guidance", 2.0, 0.0, limits.max_guidance),
+            guidance=_number(values, "guidance", DEFAULTS.guidance, 0.0, limits.max_guidance),
             seed=int(_number(values, "seed", 0, 0, MAX_SEED, whole=True)))
         for spec in mode.fields:
             if spec.kind == "number":

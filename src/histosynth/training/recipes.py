@@ -169,15 +169,22 @@ def train_denoiser(
     loss_config: DenoiserLossConfig,
     on_step: Progress | None = None,
     on_encode: Callable[[int], None] | None = None,
+    init_dir: str | Path | None = None,
 ) -> RecipeResult:
-    """Encode ``tiles`` with the autoencoder, train the denoiser, write ``model_dir/denoiser``."""
+    """Encode ``tiles`` with the autoencoder, train the denoiser, write ``model_dir/denoiser``.
+
+    With ``init_dir`` (a denoiser folder of the same architecture) training continues from its weights:
+    a further leg of a run, with its own steps, learning rate and seed.
+    """
     from diffusers import DDPMScheduler
 
     model_dir = Path(model_dir)
     run_dir = model_dir / RUNS_DIR / DENOISER_DIR
     autoencoder, ae_config = load_autoencoder(autoencoder_dir)
+    init = _load_init_denoiser(init_dir, model_config) if init_dir is not None else None
     settings = _run_settings(train_config, model_config, loss_config, tiles,
-                             autoencoder=ae_config.model_dump(mode="json"))
+                             autoencoder=ae_config.model_dump(mode="json"),
+                             **({"init": init[1]} if init else {}))
     start_or_resume(run_dir, settings)
     mean, logvar = encode_dihedral(autoencoder.to(training_device()), tiles.images, on_batch=on_encode)
     fractions = mask_fractions(tiles.masks, tiles.mask_known, model_config.num_mask_classes, ae_config.downsample)
@@ -192,16 +199,34 @@ def train_denoiser(
         null_label=model_config.null_label, noise_scheduler=noise_scheduler, settings=loss_config,
     )
     torch.manual_seed(train_config.seed)
-    model = ConditionalDenoiser(model_config)
+    model = init[0].train() if init else ConditionalDenoiser(model_config)
     result = train(model, objective, train_config, run_dir, on_step)
     if not result.is_main_process:  # other ranks of a multi-process run: the main one writes the folder
         return _rank_result(model_dir / DENOISER_DIR, result)
     folder = model_dir / DENOISER_DIR
     facts = _provenance(manifest, len(tiles), train_config, result.seconds, result.items_per_second)
+    if init:
+        facts["continued_from"] = {"folder": str(init_dir), "weights_sha256": init[1]}
     with atomic_dir(folder) as tmp:
         save_denoiser(result.ema.eval().cpu(), tmp, labels=manifest.classes.labels, **facts)
     manifest.classes.save(model_dir / "classes.json")
     return RecipeResult(folder, result.steps_done, result.resumed_from, result.seconds, result.items_per_second)
+
+
+def _load_init_denoiser(init_dir: str | Path, model_config: DenoiserConfig) -> tuple[ConditionalDenoiser, str]:
+    """The denoiser a further leg starts from, and its weights' digest; one line if its architecture differs."""
+    from histosynth.errors import InputError
+    from histosynth.io import file_digest
+    from histosynth.models.denoiser import WEIGHTS_NAME, load_denoiser
+
+    init_dir = Path(init_dir)
+    init_dir = init_dir / DENOISER_DIR if (init_dir / DENOISER_DIR).is_dir() else init_dir
+    model = load_denoiser(init_dir)
+    if model.config != model_config:
+        differ = sorted(k for k, v in model_config.model_dump().items() if model.config.model_dump().get(k) != v)
+        raise InputError(f"its denoiser differs from the configured one ({', '.join(differ)}); "
+                         "drop the model: section or match it", init_dir)
+    return model, file_digest(init_dir / WEIGHTS_NAME)
 
 
 def mask_field(fractions: torch.Tensor) -> torch.Tensor:
@@ -251,7 +276,7 @@ def train_mask_model(
         settings=loss_config,
     )
     torch.manual_seed(train_config.seed)
-    model = ConditionalDenoiser(model_config)
+    model = init[0].train() if init else ConditionalDenoiser(model_config)
     result = train(model, objective, train_config, run_dir, on_step)
     if not result.is_main_process:  # other ranks of a multi-process run: the main one writes the folder
         return _rank_result(model_dir / MASK_MODEL_DIR, result)

@@ -1,0 +1,50 @@
+"""A further denoiser leg (``train denoiser --init``): it starts from the given weights, records them, and
+refuses a denoiser whose architecture differs from the configured one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from histosynth.data.manifest import TileManifest
+from histosynth.errors import InputError
+from histosynth.models.denoiser import load_denoiser
+from histosynth.training.objectives import DenoiserLossConfig
+from histosynth.training.recipes import train_denoiser
+from tiny_models import CLASSES, make_tiles, tiny_denoiser_config, tiny_train_config
+
+
+def _train(out: Path, model: Path, steps: int, init: Path | None = None, config=None, lr: float = 3e-3):
+    torch.set_num_threads(1)
+    return train_denoiser(TileManifest(out.parent / "mem.csv", [], CLASSES), make_tiles(), out,
+                          model / "autoencoder", config or tiny_denoiser_config(),
+                          tiny_train_config(steps=steps, learning_rate=lr, warmup_steps=0, lr_schedule="constant"),
+                          DenoiserLossConfig(), init_dir=init)
+
+
+def _distance(a: Path, b: Path) -> float:
+    first, second = load_denoiser(a / "denoiser").state_dict(), load_denoiser(b / "denoiser").state_dict()
+    return max((first[k] - second[k]).abs().max().item() for k in first)
+
+
+def test_a_leg_starts_from_the_weights_it_continues(tiny_model_dir: Path, tmp_path: Path) -> None:
+    leg1, fresh, leg2 = tmp_path / "leg1", tmp_path / "fresh", tmp_path / "leg2"
+    _train(leg1, tiny_model_dir, steps=20)
+    _train(fresh, tiny_model_dir, steps=2, lr=1e-7)
+    _train(leg2, tiny_model_dir, steps=2, lr=1e-7, init=leg1)  # a model folder: its denoiser/ is found
+
+    assert _distance(leg2, leg1) < 1e-4 < 1e-2 < _distance(fresh, leg1)  # same seed; only the start differs
+    facts = json.loads((leg2 / "denoiser" / "histosynth.json").read_text())
+    assert facts["continued_from"]["folder"] == str(leg1)
+    assert len(facts["continued_from"]["weights_sha256"]) == 64
+    assert load_denoiser(leg2 / "denoiser").config == load_denoiser(leg1 / "denoiser").config
+
+
+def test_a_leg_refuses_another_architecture(tiny_model_dir: Path, tmp_path: Path) -> None:
+    other = tiny_denoiser_config().model_copy(update={"block_out_channels": (8, 16)})
+    with pytest.raises(InputError, match="block_out_channels"):
+        _train(tmp_path / "leg", tiny_model_dir, steps=1, init=tiny_model_dir / "denoiser", config=other)
+    assert not (tmp_path / "leg" / "denoiser").exists()
