@@ -21,6 +21,9 @@ import numpy as np
 
 from histosynth.errors import InputError
 
+#: The file that declares a model folder's kind (see :mod:`histosynth.models.folder`).
+MODEL_MANIFEST = "histosynth.json"
+
 
 @functools.lru_cache(maxsize=1)
 def _umask() -> int:
@@ -163,27 +166,33 @@ def prepare_output_file(path: str | Path, *, option: str = "--out") -> Path:
 
 
 def prepare_output_dir(path: str | Path, *, kind: str, option: str = "--out", columns: Sequence[str] | None = None,
-                       layout: Collection[str] | None = None, marker: str | None = None) -> Path:
+                       layout: Collection[str] | None = None, marker: str | None = None,
+                       models: Mapping[str, str] | None = None, parents: bool = True) -> Path:
     """Check, before any work, that ``path`` can receive the output of ``kind`` (a verb's name).
 
-    ``path`` must be a folder or creatable as one (missing parents are made later, as ``mkdir -p``),
-    and writable. A folder that holds someone else's files is refused, so that it is never
-    overwritten or half-filled. An existing, non-empty folder (names starting with '.' are ignored)
-    is accepted only when it looks like an earlier run of ``kind``:
+    ``path`` must be a folder or creatable as one (missing parents are made later, as ``mkdir -p``;
+    with ``parents=False`` its parent folder must exist), and writable. A folder that holds someone
+    else's files is refused, so that it is never overwritten or half-filled. An existing, non-empty
+    folder (names starting with '.' are ignored) is accepted only when it looks like an earlier run
+    of ``kind``:
 
     * ``columns``: its ``manifest.csv`` has exactly this header; without a manifest every entry is in
       ``layout`` and the folders among them hold only PNGs (a run killed before its first manifest);
-    * ``layout`` alone: every entry is one of these names;
-    * ``marker``: it holds this file (e.g. ``export.json``).
+    * ``layout`` alone: every entry is one of these names; ``runs/denoiser`` also admits a folder ``runs``
+      and limits what it holds to the names listed under it;
+    * ``marker``: it holds this file (e.g. ``export.json``);
+    * ``models``: entries (``.``: the folder itself) that are model folders, with the kind their
+      ``histosynth.json`` must declare (an entry present without one is refused; ``.`` may lack one).
 
     Creates nothing; a problem is an :class:`InputError` naming ``path``.
     """
     path = Path(path)
     if os.path.lexists(path) and not os.path.isdir(path):
         raise InputError(f"{option} is a file, not a folder", path)
-    _writable_ancestor(path, option, path)
+    if _writable_ancestor(path, option, path) not in (path, path.parent) and not parents:
+        raise InputError(f"cannot create {option}: {path.parent} does not exist (create it first)", path)
     entries = sorted(p for p in _listing(path, option) if not p.startswith("."))
-    if not entries or (columns is None and marker is None and layout is None):
+    if not entries or (columns is None and marker is None and layout is None and models is None):
         return path
     refuse = f"holds files not written by `histosynth {kind}` ({{}}); choose an empty or new {option}"
     if marker is not None and not (path / marker).is_file():
@@ -198,12 +207,39 @@ def prepare_output_dir(path: str | Path, *, kind: str, option: str = "--out", co
     if layout is not None:
         for name in entries:
             entry = path / name
-            if name not in layout:
+            inner = {item.split("/", 1)[1] for item in layout if item.startswith(f"{name}/")}
+            if name not in layout and not inner:
                 raise InputError(refuse.format(f"found {name!r}"), path)
+            if inner and not entry.is_dir():
+                raise InputError(refuse.format(f"{name} is a file"), path)
+            listed = _listing(entry, option) if inner else []
+            stray = sorted(p for p in listed if not p.startswith(".") and p not in inner)
+            if stray:
+                raise InputError(refuse.format(f"found {name}/{stray[0]}"), path)
             if columns is not None and entry.is_dir() and any(not p.startswith(".") and not p.lower().endswith(".png")
                                                               for p in _listing(entry, option)):
                 raise InputError(refuse.format(f"{name}/ holds other files than PNGs"), path)
+    for name, model_kind in (models or {}).items():
+        entry = path if name == "." else path / name
+        if not os.path.lexists(entry / MODEL_MANIFEST if name == "." else entry):
+            continue
+        declared = _model_kind(entry)
+        where = "it" if name == "." else f"its {name}/"
+        if declared is None:
+            raise InputError(refuse.format(f"{where} has no readable {MODEL_MANIFEST}"), path)
+        if declared != model_kind:
+            raise InputError(refuse.format(f"{where} holds a model of kind {declared!r}, not {model_kind!r}"), path)
     return path
+
+
+def _model_kind(folder: Path) -> str | None:
+    """The ``kind`` that ``folder/histosynth.json`` declares (None when missing, unreadable or not a model's)."""
+    try:
+        payload = json.loads((folder / MODEL_MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    kind = payload.get("kind") if isinstance(payload, dict) else None
+    return kind if isinstance(kind, str) else None
 
 
 def _listing(folder: Path, option: str) -> list[str]:

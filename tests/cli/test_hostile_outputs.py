@@ -209,6 +209,82 @@ def test_folders_replaced_or_filled_as_a_whole_must_be_theirs(verb, inputs, tmp_
     refused(DIR_VERBS[verb](inputs, out), capsys, tmp_path, out, "choose an empty or new --out")
 
 
+TRAIN_VERBS = sorted(verb for verb in DIR_VERBS if verb.startswith("train "))
+
+
+def _model_json(folder: Path, kind: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "histosynth.json").write_text(f'{{"kind": "{kind}", "format_version": 1, "config": {{}}}}')
+
+
+#: Folders no `histosynth train` recipe wrote (each refused by every train verb).
+NOT_A_TRAINING_FOLDER = {
+    "a real dataset": FOREIGN["a real dataset"],
+    "a foreign manifest.csv": FOREIGN["another header"],
+    "a stray file": FOREIGN["a stray file"],
+    "a stray file in runs/": lambda folder: ((folder / "runs").mkdir(),
+                                             (folder / "runs" / "notes.txt").write_text("x")),
+    "runs as a file": lambda folder: (folder / "runs").write_text("x"),
+    "a composition model": lambda folder: _model_json(folder, "composition-model"),
+    "a model part of another kind": lambda folder: _model_json(folder / "autoencoder", "denoiser"),
+    "a part without histosynth.json": lambda folder: ((folder / "denoiser").mkdir(),
+                                                      (folder / "denoiser" / "weights.bin").write_bytes(b"x")),
+    "a corrupt part histosynth.json": lambda folder: ((folder / "mask_model").mkdir(),
+                                                      (folder / "mask_model" / "histosynth.json").write_text("{")),
+}
+
+
+@pytest.mark.parametrize("content", sorted(NOT_A_TRAINING_FOLDER))
+@pytest.mark.parametrize("verb", TRAIN_VERBS)
+def test_training_into_someone_elses_folder_is_refused(verb, content, inputs, tmp_path, capsys) -> None:
+    out = tmp_path / "theirs"
+    out.mkdir()
+    NOT_A_TRAINING_FOLDER[content](out)
+    refused(DIR_VERBS[verb](inputs, out), capsys, tmp_path, out, "not written by `histosynth train",
+            "choose an empty or new --out")
+
+
+@pytest.mark.parametrize("verb", TRAIN_VERBS)
+def test_a_model_folder_of_the_other_family_is_refused(verb, inputs, tmp_path, capsys) -> None:
+    out = tmp_path / "other"
+    if verb == "train prototype-classifier":
+        shutil.copytree(inputs.model, out)  # a diffusion model folder
+    else:
+        _model_json(out, "prototype-classifier")
+        (out / "classifier.safetensors").write_bytes(b"weights")
+    refused(DIR_VERBS[verb](inputs, out), capsys, tmp_path, out, "not written by `histosynth train")
+
+
+def test_earlier_training_folders_still_pass_the_check(inputs, tmp_path) -> None:
+    """Folders that earlier (interrupted, or other recipes') runs made, and fresh ones, are accepted."""
+    from histosynth.cli.train import _check_out
+    from histosynth.models.histology_encoder import KIND as ENCODER_KIND
+
+    model = shutil.copytree(inputs.model, tmp_path / "model")  # autoencoder + denoiser + classes.json
+    for run in ("autoencoder", "denoiser", "decoder", "mask_model", "encoder", "like"):
+        (model / "runs" / run / "checkpoint-00000002").mkdir(parents=True)
+    shutil.copytree(model / "denoiser", model / "mask_model")
+    _model_json(model / "encoder", ENCODER_KIND)
+    (model / ".denoiser.x1y2.tmp").mkdir()  # an atomic write a kill interrupted
+    (model / "runs" / ".classes.json.z.tmp").write_text("")
+    interrupted = tmp_path / "interrupted" / "runs" / "denoiser"
+    interrupted.mkdir(parents=True)
+    (interrupted / "run.json").write_text("{}")
+    classifier = tmp_path / "classifier"
+    (classifier / "runs" / "prototype-classifier").mkdir(parents=True)
+    (classifier / "classifier.safetensors").write_bytes(b"weights")  # killed before its histosynth.json
+    (tmp_path / "empty").mkdir()
+    for folder in (model, interrupted.parent.parent, tmp_path / "empty", tmp_path / "new" / "sub"):
+        _check_out(folder)
+    _model_json(classifier, "prototype-classifier")
+    for folder in (classifier, tmp_path / "empty", tmp_path / "new"):
+        _check_out(folder, classifier=True)
+    with pytest.raises(InputError, match="holds a model of kind 'prototype-classifier', not 'composition-model'"):
+        from histosynth.io import prepare_output_dir
+
+        prepare_output_dir(classifier, kind="x", models={".": "composition-model"})
+
+
 def test_the_library_refuses_too_before_creating_anything(inputs, tmp_path) -> None:
     from histosynth.models.pipeline import LatentDiffusionModel
     from histosynth.sampling.generate import MaskSource, generate_dataset
@@ -282,7 +358,7 @@ def test_large_refuses_an_unfinished_run_of_other_settings_before_the_bar(inputs
 
 def test_large_redoes_a_stage_whose_checkpoint_is_truncated(inputs, tmp_path) -> None:
     from histosynth.models.pipeline import LatentDiffusionModel
-    from histosynth.sampling.large.pipeline import LargeImageRequest, generate_large_image
+    from histosynth.sampling.large.image import LargeImageRequest, generate_large_image
 
     model = LatentDiffusionModel.load(inputs.model)
     request = LargeImageRequest(width=32, height=32, label=1, steps=2, mask_file=str(inputs.mask), decode_tile=8,
@@ -301,6 +377,62 @@ def test_large_redoes_a_stage_whose_checkpoint_is_truncated(inputs, tmp_path) ->
         state.write_bytes(state.read_bytes()[:50])
     generate_large_image(model, request, out)
     assert tifffile.imread(out).tobytes() == tifffile.imread(full.path).tobytes()
+
+
+# --- feature caches ------------------------------------------------------------------------------------------
+
+CACHE_VERBS = ["evaluate fidelity", "evaluate privacy", "embed", "export", "composition fit", "composition evaluate",
+               "composition predict"]
+
+
+@pytest.mark.parametrize("problem", ["a file", "missing parent", "under a file", "os.access denies"])
+@pytest.mark.parametrize("verb", CACHE_VERBS + ["report"])
+def test_a_bad_cache_folder_is_one_line_before_any_work(verb, problem, inputs, tmp_path, capsys, monkeypatch,
+                                                        _unlock) -> None:
+    cache = tmp_path / "cache"
+    if problem == "a file":
+        cache.write_text("not a folder")
+    elif problem == "missing parent":
+        cache = tmp_path / "typo" / "cache"
+    else:
+        cache = _bad_location(tmp_path, "under a file" if problem == "under a file" else problem, "cache",
+                              monkeypatch)
+    if verb == "report" and problem != "a file":  # report only reads the cache: a missing one has no vectors
+        from histosynth.evaluation.features import prepare_cache_dir
+
+        assert prepare_cache_dir(cache, read_only=True) == cache
+        return
+    refused([*args_for(verb, inputs, tmp_path), "--cache", cache], capsys, tmp_path, cache, "--cache")
+
+
+def test_a_bad_default_cache_is_one_line(inputs, tmp_path, capsys, monkeypatch) -> None:
+    (tmp_path / "blocker").write_text("a file")
+    monkeypatch.setenv("HISTOSYNTH_CACHE", str(tmp_path / "blocker"))
+    refused(args_for("evaluate privacy", inputs, tmp_path), capsys, tmp_path, "the feature cache ($HISTOSYNTH_CACHE)")
+
+
+def test_corrupt_cache_files_are_computed_again_and_other_files_left_alone(inputs, tmp_path, capsys) -> None:
+    cache, out = tmp_path / "cache", tmp_path / "fidelity.json"
+    args = ["evaluate", "fidelity", "--real", inputs.manifest, "--synthetic", inputs.dataset, "--split", "test",
+            "--encoder", "pixels", "--no-c2st", "--k", "1", "--cache", cache, "--out", out]
+    cache.mkdir()
+    theirs = {"notes.txt": b"mine", "pixels.npz.bak": b"not ours", "sub/x.npy": b"\x93NUMPY"}
+    for name, content in theirs.items():
+        (cache / name).parent.mkdir(exist_ok=True)
+        (cache / name).write_bytes(content)
+    assert run_cli([str(a) for a in args], capsys)[0] == 0
+    first = out.read_bytes()
+    (ours,) = [p for p in cache.glob("*.npz")]
+    for damage in (lambda p: p.write_bytes(p.read_bytes()[:100]), lambda p: p.write_bytes(b"")):
+        damage(ours)
+        (cache / f"{ours.stem}.part-0123456789ab.npz").write_bytes(b"PK\x03\x04 truncated")
+        code, _, err = run_cli([str(a) for a in args], capsys)
+        assert code == 0 and "Traceback" not in err, err
+        assert out.read_bytes() == first
+        assert sorted(p.name for p in cache.glob("*.npz")) == [ours.name]  # the corrupt part is gone
+        np.load(ours).close()  # rewritten whole
+    assert {name: (cache / name).read_bytes() for name in theirs} == theirs
+    assert sorted(p.relative_to(cache).as_posix() for p in cache.rglob("*")) == sorted([*theirs, "sub", ours.name])
 
 
 # --- values out of range -------------------------------------------------------------------------------------
@@ -393,7 +525,7 @@ def test_fidelity_warns_in_one_line_and_still_runs(tmp_path, capsys) -> None:
                                             ("x.tif", "x_overview.png"), ("v1.2.tiff", "v1.2_overview.png"),
                                             ("plain", "plain_overview.png")])
 def test_overview_names_keep_every_dot_but_the_known_suffix(name, overview) -> None:
-    from histosynth.sampling.large.pipeline import overview_path
+    from histosynth.sampling.large.image import overview_path
 
     assert overview_path(Path("/d") / name) == Path("/d") / overview
 

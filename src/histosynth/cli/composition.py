@@ -46,10 +46,12 @@ def _columns(id_column: str, section_column: str, patient_column: str, x_column:
                        tile=tile_column)
 
 
-def _check_out(out: Path, device: str, **kinds: Any) -> None:
-    """One line, before any spot is read, for a bad device or an ``out`` that cannot be written: a folder
-    (``kind=...``, see :func:`histosynth.io.prepare_output_dir`) or, without ``kind``, a file."""
+def _check_out(out: Path, device: str, cache: Optional[Path], **kinds: Any) -> Path:
+    """One line, before any spot is read, for a bad device, an ``out`` that cannot be written (a folder:
+    ``kind=...``, see :func:`histosynth.io.prepare_output_dir`; without ``kind``, a file) or a bad ``cache``;
+    returns the embedding cache folder."""
     from histosynth.checks import check_device
+    from histosynth.evaluation.features import prepare_cache_dir
     from histosynth.io import prepare_output_dir, prepare_output_file
 
     check_device(device)
@@ -57,6 +59,7 @@ def _check_out(out: Path, device: str, **kinds: Any) -> None:
         prepare_output_dir(out, **kinds)
     else:
         prepare_output_file(out)
+    return prepare_cache_dir(cache)
 
 
 def _encoder(name: str, device: str, weights: Optional[str]) -> Any:
@@ -73,7 +76,7 @@ def _encoder(name: str, device: str, weights: Optional[str]) -> Any:
 
 
 def _load(data: Path, targets: Optional[str], abundance_key: Optional[str], image: Optional[list[str]], raw: bool,
-          columns: Any, encoder_name: str, weights: Optional[str], device: str, cache: Optional[Path],
+          columns: Any, encoder_name: str, weights: Optional[str], device: str, cache: Path,
           diameter: Optional[float], tile_size: int, need_coords: Optional[str] = None,
           check_encoder: Optional[Callable[[Any], None]] = None) -> tuple[Any, Any, Any]:
     """Read spots and embed them (progress bar); returns (table, features, encoder).
@@ -84,7 +87,6 @@ def _load(data: Path, targets: Optional[str], abundance_key: Optional[str], imag
     from histosynth.cli.progress import progress_bar
     from histosynth.composition.embed import check_spot_tiles, embed_spots
     from histosynth.composition.inputs import load_spots
-    from histosynth.evaluation.features import default_cache_dir
 
     table = load_spots(data, targets, abundance_key=abundance_key, columns=columns, images=image or (),
                        normalise=not raw)
@@ -95,8 +97,7 @@ def _load(data: Path, targets: Optional[str], abundance_key: Optional[str], imag
     if check_encoder is not None:
         check_encoder(encoder)
     with progress_bar(f"{encoder_name} embeddings", len(table)) as advance:
-        features = embed_spots(table, encoder, cache or default_cache_dir(), diameter=diameter,
-                               tile_size=tile_size, on_batch=advance)
+        features = embed_spots(table, encoder, cache, diameter=diameter, tile_size=tile_size, on_batch=advance)
     types = f"{len(table.target_names)} types, " if table.target_names else ""
     typer.echo(f"{len(table)} spots, {len(set(table.sections))} section(s), {types}"
                f"{features.shape[1]}-d {encoder.identity} embeddings")
@@ -125,7 +126,7 @@ def fit(
 
     kinds = parse_kinds(models)
     # the model folder is replaced as a whole: only an earlier model folder (histosynth.json) may be there
-    _check_out(out, device, kind="composition fit", marker="histosynth.json")
+    cache = _check_out(out, device, cache, kind="composition fit", marker="histosynth.json")
     table, features, enc = _load(data, targets, abundance_key, image, raw,
                                  _columns(id_column, section_column, patient_column, x_column, y_column, tile_column),
                                  encoder, weights, device, cache, diameter, tile_size,
@@ -168,7 +169,7 @@ def evaluate(
     from histosynth.composition.report import write_evaluation
 
     kinds = parse_kinds(models)
-    _check_out(out, device, kind="composition evaluate")
+    cache = _check_out(out, device, cache, kind="composition evaluate")
     need = ("the neighbourhood model (leave it out: --models mlp,ridge)" if "neighbourhood" in kinds
             else "drawing maps (use --no-maps)" if maps else None)
     table, features, _ = _load(data, targets, abundance_key, image, raw,
@@ -226,8 +227,6 @@ def predict(
     )
     from histosynth.composition.tiles import check_inside, image_size
     from histosynth.errors import InputError
-    from histosynth.evaluation.features import default_cache_dir
-
     if (slide is None) == (data is None):
         raise InputError("give --slide IMAGE (with --spots or --grid) or --data FILE (spots as fit/evaluate take them)")
     if data is not None and (spots is not None or grid is not None):
@@ -240,7 +239,7 @@ def predict(
     if out.suffix.lower() != suffix:
         raise InputError(f"--out must end in {suffix}" + (" with --data" if data is not None
                                                          else " (the CSV is written beside it)"), out)
-    _check_out(out, device)
+    cache = _check_out(out, device, cache)
     config, fitted = load_composition_model(model)
     if use not in fitted:
         raise InputError(f"the model folder has no {use!r} model (it has {', '.join(fitted)})", model)
@@ -267,7 +266,7 @@ def predict(
         points = grid_spots(slide, grid, size, min_tissue)
     check_inside(*image_size(slide), points.coords, size, points.ids, slide)
     with progress_bar(f"{config.encoder} embeddings", len(points.ids)) as advance:
-        pred = predict_spots(config, fitted, use, encoder, slide, points, size, cache or default_cache_dir(),
+        pred = predict_spots(config, fitted, use, encoder, slide, points, size, cache,
                              on_batch=advance)
     h5ad, csv = write_predictions(out, points, pred, config.targets, slide, size, use)
     typer.echo(f"{len(points.ids)} spots predicted by {use} (tiles {size:g} px) -> {h5ad}, {csv}")

@@ -29,19 +29,20 @@ def export(
     from histosynth.data.manifest import load_manifest
     from histosynth.encoders.registry import get_encoder
     from histosynth.evaluation.audit import load_synthetic
-    from histosynth.evaluation.features import default_cache_dir
+    from histosynth.evaluation.features import prepare_cache_dir
     from histosynth.evaluation.gate import export_gated
     from histosynth.io import prepare_output_dir
 
     check_device(device)
     # the export replaces OUT as a whole: only an earlier export (export.json) may be there
     prepare_output_dir(out, kind="export", marker="export.json")
+    cache = prepare_cache_dir(cache)
     manifest = load_manifest(real)
     total = len(load_synthetic(synthetic).records) + len(manifest.select_split(train_split).records) + \
         len(manifest.select_split(heldout_split).records)
     enc = get_encoder(encoder, device)
     with progress_bar(f"export gate: {encoder} features", total) as advance:
         result = export_gated(synthetic, real, out, enc, drop_near_copies, quantile, train_split, heldout_split,
-                              cache or default_cache_dir(), advance)
+                              cache, advance)
     typer.echo(f"exported {result.exported} tiles to {out}; dropped {len(result.dropped_ids)} near copies "
                f"(threshold {result.threshold:.4g}, {encoder})")

@@ -19,10 +19,10 @@ def report(
     """An overall verdict (classifier two-sample test, precision/recall vs the real floor), sample grids
     with mask outlines, real vs synthetic per class, fidelity tables with real floors, a feature-space
     projection, the nearest-neighbour gallery and downstream plots, in one HTML file."""
-    from histosynth.evaluation.features import default_cache_dir
+    from histosynth.evaluation.features import prepare_cache_dir
     from histosynth.io import prepare_output_file
     from histosynth.report.html import write_report
 
     prepare_output_file(out or synthetic / "audit" / "report.html")
-    path = write_report(synthetic, real, out, per_label, gallery, cache or default_cache_dir())
+    path = write_report(synthetic, real, out, per_label, gallery, prepare_cache_dir(cache, read_only=True))
     typer.echo(f"wrote {path}")

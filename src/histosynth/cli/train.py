@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -20,11 +20,40 @@ CLASSES = typer.Option(None, "--classes", help="Class list JSON or 'ebhi' (defau
 THREADS = typer.Option(None, "--threads", min=1, help="Torch CPU threads (default: torch's choice).")
 
 
-def _check_out(out: Path) -> None:
-    """One line, before any tile is read, for a model folder that cannot be written (a file, unwritable)."""
+def _model_folder_parts() -> dict[str, Any]:
+    """``prepare_output_dir`` rules for a model folder: its parts (with their kinds), classes.json and runs/."""
+    from histosynth.models.autoencoder import KIND as AUTOENCODER_KIND
+    from histosynth.models.denoiser import KIND as DENOISER_KIND
+    from histosynth.models.histology_encoder import KIND as ENCODER_KIND
+    from histosynth.models.pipeline import AUTOENCODER_DIR, DENOISER_DIR, MASK_MODEL_DIR
+    from histosynth.training.like import LIKE_RUN
+    from histosynth.training.recipes import DECODER_RUN, ENCODER_DIR, RUNS_DIR
+
+    parts = {AUTOENCODER_DIR: AUTOENCODER_KIND, DENOISER_DIR: DENOISER_KIND, MASK_MODEL_DIR: DENOISER_KIND,
+             ENCODER_DIR: ENCODER_KIND}
+    runs = (AUTOENCODER_DIR, DENOISER_DIR, DECODER_RUN, MASK_MODEL_DIR, ENCODER_DIR, LIKE_RUN)
+    return {"kind": "train", "models": parts,
+            "layout": (*parts, "classes.json", *(f"{RUNS_DIR}/{run}" for run in runs))}
+
+
+def _classifier_folder_parts() -> dict[str, Any]:
+    """``prepare_output_dir`` rules for a prototype classifier folder: its weights, histosynth.json and runs/."""
+    from histosynth.io import MODEL_MANIFEST
+    from histosynth.models.prototype_classifier import KIND, WEIGHTS_NAME
+    from histosynth.training.prototypes import CLASSIFIER_RUN
+    from histosynth.training.recipes import RUNS_DIR
+
+    return {"kind": "train prototype-classifier", "models": {".": KIND},
+            "layout": (WEIGHTS_NAME, MODEL_MANIFEST, f"{RUNS_DIR}/{CLASSIFIER_RUN}")}
+
+
+def _check_out(out: Path, classifier: bool = False) -> None:
+    """One line, before any tile is read, for a model folder that cannot be written (a file, unwritable) or
+    that holds someone else's files: anything but model parts of the right kinds and training runs (a prototype
+    classifier's folder with ``classifier``). An earlier, interrupted run's folder passes, so it resumes."""
     from histosynth.io import prepare_output_dir
 
-    prepare_output_dir(out, kind="train")
+    prepare_output_dir(out, **(_classifier_folder_parts() if classifier else _model_folder_parts()))
 
 
 def _settings(config: Optional[Path], steps: Optional[int], batch_size: Optional[int]):
@@ -286,7 +315,7 @@ def prototype_classifier(
     )
     from histosynth.weights import default_model_dir
 
-    _check_out(out)
+    _check_out(out, classifier=True)
     table = read_prototype_table(prototypes)
     loaded = LatentDiffusionModel.load(model or default_model_dir())
     den = loaded.denoiser.config

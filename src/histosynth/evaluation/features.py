@@ -3,13 +3,15 @@
 One ``<identity>.npz`` per encoder maps file SHA-256 -> feature vector. Long runs also persist
 progress as small ``<identity>.part-<random>.npz`` files (each written atomically) every few hundred
 tiles, so a killed run loses at most one part's worth of work; loading reads the main file plus all
-parts, and :meth:`FeatureCache.save` folds the parts back into the main file.
+parts, and :meth:`FeatureCache.save` folds the parts back into the main file. A truncated or
+corrupt cache file counts as empty: its tiles are computed again and the file rewritten.
 """
 
 from __future__ import annotations
 
 import os
 import uuid
+import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -17,13 +19,31 @@ import numpy as np
 
 from histosynth.data.images import read_rgb, require_file
 from histosynth.encoders.base import FeatureEncoder
-from histosynth.io import atomic_path, file_digest
+from histosynth.errors import InputError
+from histosynth.io import atomic_path, file_digest, prepare_output_dir
 
 
 def default_cache_dir() -> Path:
     """``$HISTOSYNTH_CACHE`` or ``$XDG_CACHE_HOME/histosynth`` (``~/.cache/histosynth``), plus ``features``."""
     root = os.environ.get("HISTOSYNTH_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "histosynth"
     return Path(root) / "features"
+
+
+def prepare_cache_dir(cache: str | Path | None, *, read_only: bool = False, option: str = "--cache") -> Path:
+    """The feature cache folder (``cache``, else :func:`default_cache_dir`), checked before any work.
+
+    It must be a writable folder or creatable as one; an explicit ``cache`` also needs an existing
+    parent folder (a mistyped path is not made). ``read_only``: only a file in its place is refused.
+    Other files in the folder are never touched: the cache writes only its own ``<encoder>.npz`` and
+    ``<encoder>.part-*.npz`` files, atomically. A problem is one :class:`InputError` line.
+    """
+    folder = Path(cache) if cache is not None else default_cache_dir()
+    if read_only:
+        if os.path.lexists(folder) and not folder.is_dir():
+            raise InputError(f"{option} is a file, not a folder", folder)
+        return folder
+    shown = option if cache is not None else "the feature cache ($HISTOSYNTH_CACHE)"
+    return prepare_output_dir(folder, kind="feature cache", option=shown, parents=cache is None)
 
 
 def _write_npz(path: Path, vectors: dict[str, np.ndarray]) -> None:
@@ -35,8 +55,12 @@ def _write_npz(path: Path, vectors: dict[str, np.ndarray]) -> None:
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path) as data:
-        return dict(zip(data["keys"].tolist(), data["features"]))
+    """The vectors of one cache file; none when it is truncated or corrupt (they are computed again)."""
+    try:
+        with np.load(path) as data:
+            return dict(zip(data["keys"].tolist(), data["features"]))
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
+        return {}
 
 
 class FeatureCache:

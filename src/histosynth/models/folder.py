@@ -18,9 +18,9 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from histosynth.errors import ModelFolderError
-from histosynth.io import write_json
+from histosynth.io import MODEL_MANIFEST, write_json
 
-MANIFEST_NAME = "histosynth.json"
+MANIFEST_NAME = MODEL_MANIFEST
 FORMAT_VERSION = 1
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 

@@ -1,8 +1,9 @@
 """Uploaded bytes -> arrays, with limits and one-line errors naming the form field.
 
-Dimensions are checked from the image header before any pixel is decoded, so an oversized (or
-decompression-bomb) upload costs nothing; only common raster formats are tried, and any decoder
-failure is a one-line ``InputError`` (HTTP 400), never a server error.
+Dimensions are checked from the image header before any pixel is decoded, against the service's
+``max_side`` and the package's pixel limit (:func:`~histosynth.data.images.max_image_pixels`), so an
+oversized (or decompression-bomb) upload costs nothing; only common raster formats are tried, and any
+decoder failure is a one-line ``InputError`` (HTTP 400), never a server error.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Literal
 import numpy as np
 
 from histosynth.data.classes import ClassList
-from histosynth.data.images import mask_to_class_ids
+from histosynth.data.images import MAX_PIXELS_ENV, mask_to_class_ids, max_image_pixels
 from histosynth.errors import InputError
 
 ALLOWED_FORMATS = frozenset({"PNG", "JPEG", "TIFF", "BMP", "WEBP"})
@@ -48,6 +49,8 @@ def _open(data: bytes, field: str, max_side: int):
     width, height = image.size
     if max(width, height) > max_side:
         raise InputError(f"image is {width}x{height}; at most {max_side} px a side is accepted", field)
+    if width * height > max_image_pixels():
+        raise InputError(f"image is {width}x{height}, above the server's pixel limit ({MAX_PIXELS_ENV})", field)
     try:
         image.load()
     except Exception as error:  # noqa: BLE001
