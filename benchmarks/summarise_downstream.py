@@ -1,78 +1,98 @@
-"""Summarise downstream grids (B's and D's runs files) into markdown rows and one score-vs-size SVG.
+"""Summarise downstream grids (runs files of `evaluate downstream`, bench_downstream, bench_transfer) for the docs.
 
-    .venv/bin/python benchmarks/summarise_downstream.py --svg docs/downstream_segmentation.svg \
-        sampled=bench_out/downstream/segmentation.runs.jsonl \
-        "transfer (masked)=bench_out/transfer/alternate.runs.jsonl" \
-        "transfer (unmasked)=bench_out/transfer/plain.runs.jsonl"
+    .venv/bin/python benchmarks/summarise_downstream.py --svg docs/downstream_{task}.svg \
+        --classes "Normal,Serrated adenoma" \
+        leak-free=bench_out/downstream_cls/classification.runs.jsonl \
+        "shipped model (leaky upper bound)=bench_out/downstream_cls_leaky/classification.runs.jsonl"
 
-For each (fraction, rounds) it prints mean +- sd of the test score over seeds and the paired gain: each
-seed's score minus the same seed's real-only (round 0) score, with how many seeds lost. The SVG draws
-one line per (runs file, fraction) of test score against training-set size (seed 002, Figure 3).
+Per runs file, one markdown table with a row per cell (real fraction x arm x rounds / balanced): mean +- sd
+of the test score over seeds, and the paired gain: each seed's score minus the same seed's real-only
+(``real`` arm) score, mean +- sd and how many seeds gained. Real-only runs are looked up in every file
+given (same task, training settings, fraction and seed), so a file holding only synthetic runs still
+pairs. Then the per-class test scores (recall for classification) of ``--classes`` (default: all).
+The SVG draws test score against training-set size (seed 002, Figure 3), one chart per task when the
+path holds ``{task}``. Old runs files (before arms) read as real (round 0) and synthetic rounds.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
-
-from histosynth.evaluation.downstream import DownstreamRun, summarise
+from histosynth.evaluation.downstream_runs import DownstreamRun, read_runs
+from histosynth.evaluation.downstream_summary import cell_name, size_series, summarise
 from histosynth.io import atomic_open
 from histosynth.report.svg import line_chart
 
+METRIC = {"classification": "balanced accuracy", "segmentation": "Dice"}
+
 
 def load_runs(path: Path) -> list[DownstreamRun]:
-    return [DownstreamRun(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+    if not path.is_file():
+        raise SystemExit(f"error: {path}: no such runs file")
+    return read_runs(path, repair=False)
 
 
-def paired_gains(runs: list[DownstreamRun]) -> dict[tuple[float, int], list[float]]:
-    """Each run's test score minus its (fraction, seed)'s real-only score, grouped by (fraction, rounds)."""
-    base = {(r.fraction, r.seed): r.test_score for r in runs if r.rounds == 0}
-    gains: dict[tuple[float, int], list[float]] = defaultdict(list)
-    for run in runs:
-        if run.rounds and (run.fraction, run.seed) in base:
-            gains[(run.fraction, run.rounds)].append(run.test_score - base[(run.fraction, run.seed)])
-    return gains
-
-
-def markdown_rows(runs: list[DownstreamRun]) -> list[str]:
-    gains, rows = paired_gains(runs), []
-    for row in sorted(summarise(runs), key=lambda r: (r["fraction"], r["rounds"])):
-        gain = gains.get((row["fraction"], row["rounds"]))
-        text = ""
-        if gain:
-            sd = float(np.std(gain, ddof=1)) if len(gain) > 1 else 0.0
-            text = f"{np.mean(gain):+.3f} +- {sd:.3f} ({sum(g < 0 for g in gain)} of {len(gain)} lower)"
-        rows.append(f"| {row['fraction']:g} | {row['rounds']} | {row['n_real']} + {row['n_synthetic']} | "
-                    f"{row['test_mean']:.3f} +- {row['test_sd']:.3f} | {text} | {row['seeds']} |")
+def markdown_rows(runs: list[DownstreamRun], baselines: list[DownstreamRun] | None = None) -> list[str]:
+    rows = []
+    for row in summarise(runs, baselines):
+        gain = "" if row["gain_mean"] is None else (
+            f"{row['gain_mean']:+.3f} +- {row['gain_sd']:.3f} ({row['seeds_gained']} of {row['gain_seeds']} gained)")
+        rows.append(f"| {row['fraction']:g} | {cell_name(row)} | {row['n_real']} + {row['n_synthetic']} + "
+                    f"{row['n_extra']} | {row['test_mean']:.3f} +- {row['test_sd']:.3f} | {gain} | {row['seeds']} |")
     return rows
+
+
+def class_rows(runs: list[DownstreamRun], classes: list[str] | None) -> tuple[list[str], list[str]]:
+    """(class names, markdown rows) of the mean per-class test score per cell; empty when runs hold none."""
+    summary = summarise(runs)
+    names = classes or sorted({name for row in summary for name in row["per_class"]})
+    rows = [f"| {row['fraction']:g} | {cell_name(row)} | "
+            + " | ".join(f"{row['per_class'][n]:.3f}" if n in row["per_class"] else "" for n in names) + " |"
+            for row in summary if row["per_class"]]
+    return names, rows
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", help="LABEL=PATH of a runs .jsonl file")
-    parser.add_argument("--svg", help="write the score-vs-size chart here")
+    parser.add_argument("--svg", help="write the score-vs-size chart here ({task} in the name: one per task)")
+    parser.add_argument("--classes", default="", help="comma-separated classes for the per-class table (default all)")
+    parser.add_argument("--svg-arms", default="synthetic,extra-real",
+                        help="arms drawn as lines from each fraction's real-only point (comma-separated)")
     args = parser.parse_args(argv)
-    series: dict[str, list[tuple[float, float, float]]] = {}
-    for spec in args.runs:
-        label, _, path = spec.partition("=")
-        runs = load_runs(Path(path))
-        print(f"## {label} ({path}, {len(runs)} runs)")
-        print("| real fraction | rounds | real + synthetic | test | gain vs real only (paired) | seeds |")
+    files = [(label, Path(path), load_runs(Path(path))) for label, _, path in (s.partition("=") for s in args.runs)]
+    everything = [run for _, _, runs in files for run in runs]
+    charts: dict[str, dict] = {}
+    for label, path, runs in files:
+        tasks = sorted({r.task or "?" for r in runs})
+        generators = sorted({r.generator for r in runs if r.generator}) or ["-"]
+        print(f"## {label} ({path}, {len(runs)} runs; task {', '.join(tasks)}; generator {', '.join(generators)})")
+        print("| real fraction | arm | real + synthetic + extra real | test | paired gain vs real only | seeds |")
         print("|---|---|---|---|---|---|")
-        print("\n".join(markdown_rows(runs)))
-        for row in summarise(runs):
-            series.setdefault(f"{row['fraction']:.0%} real + {label}", []).append(
-                (row["n_real"] + row["n_synthetic"], row["test_mean"], row["test_sd"]))
+        print("\n".join(markdown_rows(runs, everything)))
+        names, rows = class_rows(runs, [c.strip() for c in args.classes.split(",") if c.strip()] or None)
+        if rows:
+            print(f"\nPer-class test score ({'recall' if 'classification' in tasks else 'Dice by tile class'}, "
+                  "mean over seeds):\n")
+            print("| real fraction | arm | " + " | ".join(names) + " |")
+            print("|---|---|" + "---|" * len(names))
+            print("\n".join(rows))
+        print()
+        for task in tasks:
+            task_runs = [r for r in runs if (r.task or "?") == task]
+            charts.setdefault(task, {}).update(size_series(summarise(task_runs, everything), label,
+                                                           args.svg_arms.split(",")))
     if args.svg:
-        chart = line_chart(series, "training tiles (real + synthetic)", "test score (mean +- sd over seeds)",
-                           width=640, height=360, legend="bottom right")
-        with atomic_open(Path(args.svg), "w") as handle:
-            handle.write(chart + "\n")
+        if len(charts) > 1 and "{task}" not in args.svg:
+            raise SystemExit("error: the runs hold several tasks; put {task} in --svg")
+        for task, series in charts.items():
+            chart = line_chart(series, "training tiles (real + added)",
+                               f"test {METRIC.get(task, 'score')} (mean +- sd over seeds)",
+                               width=720, height=420, legend="bottom right")
+            with atomic_open(Path(args.svg.format(task=task)), "w") as handle:
+                handle.write(chart + "\n")
     return 0
 
 

@@ -130,3 +130,17 @@ def test_split_of_real_ebhi_keeps_cases_together(ebhi_manifest: Path) -> None:
     counts = Counter(assignment.values())
     assert counts["train"] / len(records) == pytest.approx(0.7, abs=0.03)
     assert counts["test"] / len(records) == pytest.approx(0.15, abs=0.03)
+
+
+def test_subsample_of_nothing_is_one_line() -> None:
+    with pytest.raises(InputError, match="no tiles to subsample"):
+        subsample_by_case([], 0.1)
+
+
+@pytest.mark.parametrize("fraction", [0.02, 0.05])
+def test_tiny_fractions_of_real_ebhi_hold_a_few_dozen_tiles_of_every_class(ebhi_manifest: Path, fraction: float) -> None:
+    train = load_manifest(ebhi_manifest).select_split("train").records
+    for seed in range(5):
+        subset = subsample_by_case(train, fraction, seed)
+        assert {r.label for r in subset} == {r.label for r in train}  # one case per class at least
+        assert 12 <= len(subset) <= 120, len(subset)

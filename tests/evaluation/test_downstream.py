@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from testkit import run_cli
-from histosynth.evaluation.downstream import DownstreamRun, _read_runs, summarise
+from histosynth.evaluation.downstream import DownstreamRun, summarise
+from histosynth.evaluation.downstream_runs import read_runs
 
 SIZE = 32
 
@@ -69,7 +70,7 @@ def test_a_run_cut_mid_write_is_dropped_and_redone(tmp_path: Path) -> None:
     path = tmp_path / "runs.jsonl"
     good = DownstreamRun(1.0, 0, 0, 10, 0, 0.5, 0.6, 1.0)
     path.write_text(json.dumps(good.__dict__) + "\n" + '{"fraction": 1.0, "rou')
-    assert _read_runs(path) == [good]
+    assert read_runs(path) == [good]
     assert path.read_text().endswith("\n") and len(path.read_text().splitlines()) == 1
 
 
@@ -99,20 +100,20 @@ def test_report_plots_the_downstream_grid(real: Path, tmp_path: Path, capsys) ->
 
 def test_paired_synthetic_tiles_follow_the_real_subset(real: Path, tmp_path: Path) -> None:
     from histosynth.data.manifest import TileManifest, TileRecord, load_manifest
-    from histosynth.evaluation.downstream import _pick_synthetic, synthetic_by_source
+    from histosynth.evaluation.downstream_draws import pick_synthetic, synthetic_by_source
 
     train = load_manifest(real).select_split("train")
     records = [TileRecord(f"{r.id}_r{k}", Path("x.png"), extra={"mask_source": f"train:{r.id}"})
                for k in range(3) for r in train.records]
     synth = TileManifest(tmp_path, records, train.classes)
-    paired = synthetic_by_source(synth, {r.id for r in train.records})
+    paired = synthetic_by_source(synth.records, {r.id for r in train.records})
     assert paired is not None and all(len(v) == 3 for v in paired.values())
-    subset = [r.id for r in train.records[:4]]
-    picked = _pick_synthetic(subset, 2, len(records), paired, np.random.default_rng(0)).tolist()
-    assert sorted(records[i].id for i in picked) == sorted(f"{t}_r{k}" for t in subset for k in range(2))
-    assert _pick_synthetic(subset, 0, len(records), paired, np.random.default_rng(0)).numel() == 0
+    subset = train.records[:4]
+    picked = pick_synthetic(subset, records, "rounds", 2, paired, np.random.default_rng(0))
+    assert sorted(records[i].id for i in picked) == sorted(f"{t.id}_r{k}" for t in subset for k in range(2))
+    assert pick_synthetic(subset, records, "rounds", 0, paired, np.random.default_rng(0)) == []
     # one tile from an unknown source (or without mask_source) turns pairing off
     records.append(TileRecord("stray", Path("y.png"), extra={"mask_source": "train:not-a-train-tile"}))
-    assert synthetic_by_source(TileManifest(tmp_path, records, train.classes), {r.id for r in train.records}) is None
-    pooled = _pick_synthetic(subset, 2, len(records), None, np.random.default_rng(0))
-    assert len(pooled) == 8 and len(set(pooled.tolist())) == 8
+    assert synthetic_by_source(records, {r.id for r in train.records}) is None
+    pooled = pick_synthetic(subset, records, "rounds", 2, None, np.random.default_rng(0))
+    assert len(pooled) == 8 and len(set(pooled)) == 8

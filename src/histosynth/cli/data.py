@@ -1,4 +1,4 @@
-"""``histosynth data ...``: validate, summarise and tile datasets."""
+"""``histosynth data ...``: validate, summarise, subset and tile datasets."""
 
 from __future__ import annotations
 
@@ -83,6 +83,35 @@ def save_classes(
     dataset.classes.save(out)
     for index, label in enumerate(dataset.classes.labels):
         typer.echo(f"{index}\t{label}")
+
+
+@app.command()
+def subset(
+    manifest: Path = typer.Argument(..., help="Manifest CSV or dataset folder with a train split."),
+    fraction: float = typer.Option(..., "--fraction", min=0, max=1, help="Fraction of the train split (whole cases, "
+                                   "stratified by label): the draw of `evaluate downstream` for this fraction and seed."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the draw (the grid's seed)."),
+    task: str = typer.Option("classification", "--task", help="classification draws among labelled train tiles, "
+                             "segmentation among those with masks (as the grid does)."),
+    unlabel_rest: bool = typer.Option(False, "--unlabel-rest", help="Keep the other train tiles with label and mask "
+                                      "removed (null condition), for a generator that saw only the subset's labels."),
+    out: Path = typer.Option(..., "--out", help="Folder for manifest.csv, classes.json and subset.json."),
+    classes: Optional[str] = ClassesOption,
+) -> None:
+    """Write one train subset as a manifest; with --unlabel-rest, fine-tune a leak-free generator on it:
+    copy MODEL/autoencoder into NEW, then `histosynth train denoiser --init MODEL --data OUT --out NEW`."""
+    from histosynth.data.subsets import SUBSET_FILE_NAME, write_subset
+    from histosynth.errors import InputError
+    from histosynth.io import prepare_output_dir
+
+    if task not in ("classification", "segmentation"):
+        raise InputError(f"unknown task {task!r}; choose classification or segmentation")
+    if fraction <= 0:
+        raise InputError(f"--fraction must be in (0, 1], got {fraction:g}")
+    prepare_output_dir(out, kind="data subset", marker=SUBSET_FILE_NAME)
+    summary = write_subset(manifest, out, fraction, seed, task, unlabel_rest, classes)  # type: ignore[arg-type]
+    counts = ", ".join(f"{label} {n}" for label, n in summary["labels"].items())
+    typer.echo(f"{summary['labelled']} labelled train tiles ({counts}); {summary['unlabelled']} unlabelled -> {out}")
 
 
 from histosynth.cli.tile import tile  # noqa: E402  (own module, registered here)

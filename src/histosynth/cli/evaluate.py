@@ -23,13 +23,16 @@ FID_MIN_TILES = 2048
 DOCS_FID_TILES = 412
 
 
-def _checked_out(kind: str, synthetic: Path, encoder_name: str, device: str, out: Optional[Path]) -> Path:
-    """The result file (default SYNTHETIC/audit/<kind>_<encoder>.json), checked with the device before any work."""
+def _checked_out(kind: str, synthetic: Path, encoder_name: str, device: str, out: Optional[Path],
+                 cache: Optional[Path]) -> tuple[Path, Path]:
+    """The result file (default SYNTHETIC/audit/<kind>_<encoder>.json) and the feature cache folder, checked with
+    the device before any work."""
     from histosynth.checks import check_device
+    from histosynth.evaluation.features import prepare_cache_dir
     from histosynth.io import prepare_output_file
 
     check_device(device)
-    return prepare_output_file(out or synthetic / "audit" / f"{kind}_{encoder_name}.json")
+    return prepare_output_file(out or synthetic / "audit" / f"{kind}_{encoder_name}.json"), prepare_cache_dir(cache)
 
 
 def fid_warning(n_synthetic: int, n_real: int) -> str | None:
@@ -41,16 +44,15 @@ def fid_warning(n_synthetic: int, n_real: int) -> str | None:
             f"compare FIDs only at equal n, and use >= {DOCS_FID_TILES} tiles for the figures in docs")
 
 
-def _run(kind: str, synthetic: Path, encoder_name: str, device: str, cache: Optional[Path], out: Path,
+def _run(kind: str, synthetic: Path, encoder_name: str, device: str, cache: Path, out: Path,
          total: int, compute) -> dict:
     from histosynth.cli.progress import progress_bar
     from histosynth.encoders.registry import get_encoder
-    from histosynth.evaluation.features import default_cache_dir
     from histosynth.io import write_json
 
     encoder = get_encoder(encoder_name, device)
     with progress_bar(f"{kind}: {encoder_name} features", total) as advance:
-        result = compute(encoder, cache or default_cache_dir(), advance).to_dict()
+        result = compute(encoder, cache, advance).to_dict()
     write_json(out, result)
     typer.echo(f"wrote {out}")
     return result
@@ -85,7 +87,7 @@ def fidelity(
     from histosynth.evaluation.audit import audit_fidelity, load_synthetic
     from histosynth.evaluation.verdict import fidelity_verdict
 
-    out = _checked_out("fidelity", synthetic, encoder, device, out)
+    out, cache = _checked_out("fidelity", synthetic, encoder, device, out, cache)
     config = None
     if c2st or c2st_floor:
         from histosynth.evaluation.c2st import C2STConfig
@@ -136,7 +138,7 @@ def privacy(
     from histosynth.data.manifest import load_manifest
     from histosynth.evaluation.audit import audit_privacy, load_synthetic
 
-    out = _checked_out("privacy", synthetic, encoder, device, out)
+    out, cache = _checked_out("privacy", synthetic, encoder, device, out, cache)
     manifest = load_manifest(train)
     total = _count(load_synthetic(synthetic), manifest.select_split(train_split), manifest.select_split(heldout_split))
     result = _run("privacy", synthetic, encoder, device, cache, out, total,
@@ -151,50 +153,89 @@ def privacy(
 @app.command()
 def downstream(
     real: Path = typer.Option(..., "--real", help="Real manifest with train, val and test splits."),
-    synthetic: Path = SYNTHETIC,
+    synthetic: Optional[str] = typer.Option(
+        None, "--synthetic", help="Synthetic dataset folder; may hold {fraction} and {seed} (e.g. gen/f{fraction}_s{seed}"
+        "/synthetic) so that each subset takes tiles from its own, leak-free generator. Needed by the synthetic arm."),
     task: str = typer.Option("segmentation", "--task", help="segmentation (Dice) or classification (balanced accuracy)."),
     fractions: str = typer.Option("1.0,0.25,0.1", "--fractions", help="Fractions of the real train split (whole cases)."),
-    rounds: str = typer.Option("0,1,2,4", "--rounds", help="Synthetic tiles added per real tile."),
-    seeds: int = typer.Option(3, "--seeds", min=1),
+    rounds: str = typer.Option("0,1,2,4", "--rounds", help="Synthetic (or extra real) tiles added per real tile in "
+                               "rounds mode; 0 is the real-only run."),
+    arms: str = typer.Option("real,synthetic", "--arms", help="Comma-separated: real (subset only, augmented), "
+                             "real-noaug (subset only, no flips/rotations/jitter), synthetic, extra-real (real train "
+                             "tiles from outside the subset, as many as the synthetic arm adds: the upper bound)."),
+    modes: str = typer.Option("rounds", "--modes", help="How synthetic and extra-real arms add tiles: rounds (k per "
+                              "real tile), balanced (every class up to the subset's largest class), or both."),
+    seeds: int = typer.Option(5, "--seeds", min=1, help="Seeds 0..N-1; a seed draws the subset and the training seed."),
     steps: int = typer.Option(400, "--steps", min=1, help="Training steps per run (equal for every run)."),
+    size: int = typer.Option(96, "--size", min=16, help="Side in px the small models train at (a multiple of 8)."),
+    checkpoint: str = typer.Option("last", "--checkpoint", help="last: the weights after the last step (no pick on "
+                                   "the val split); val: the best val score every 100 steps."),
     pairing: str = typer.Option("auto", "--pairing", help="paired: each run takes the synthetic tiles made from "
                                 "its own real subset's masks (mask_source train:<id>); pool: a random draw from "
                                 "the folder; auto: paired when every tile names its train source."),
+    device: str = typer.Option("cpu", "--device", help="torch device the small models train on (cpu, cuda, ...)."),
     quick: bool = typer.Option(False, "--quick", help="Tiny grid for smoke tests: fractions 1.0, rounds 0,1, "
                                "1 seed, 20 steps, 32 px."),
-    out: Optional[Path] = OUT,
+    out: Optional[Path] = typer.Option(None, "--out", help="JSON summary (default SYNTHETIC/audit/downstream_<task>"
+                                       ".json); the runs go to the same name with .runs.jsonl."),
 ) -> None:
-    """Train small models on fractions of the real train split plus k rounds of synthetic tiles per
-    real tile, select on val, report test mean +- sd over seeds. Resumes: finished runs are kept."""
+    """Train small models on fractions of the real train split, alone and with synthetic or extra real tiles,
+    and report test mean +- sd over seeds with paired gains (each seed against its own real-only run).
+    Resumes: finished runs are kept."""
+    from pydantic import ValidationError
+
+    from histosynth.checks import check_device
     from histosynth.cli.progress import progress_bar
-    from histosynth.evaluation.downstream import DownstreamConfig, run_downstream, summarise
+    from histosynth.errors import InputError
+    from histosynth.evaluation.downstream import DownstreamConfig, conditions, run_downstream, summarise
+    from histosynth.evaluation.downstream_summary import cell_name
     from histosynth.io import prepare_output_file, write_json
 
-    if task not in ("segmentation", "classification"):
-        from histosynth.errors import InputError
-
-        raise InputError(f"unknown task {task!r}; choose segmentation or classification")
-    if pairing not in ("auto", "paired", "pool"):
-        from histosynth.errors import InputError
-
-        raise InputError(f"unknown pairing {pairing!r}; choose auto, paired or pool")
-    values = {"task": task, "fractions": _floats(fractions), "rounds": [int(v) for v in rounds.split(",")],
-              "seeds": seeds, "steps": steps, "pairing": pairing}
+    check_device(device)
+    choices = {"task": (task, ("segmentation", "classification")), "pairing": (pairing, ("auto", "paired", "pool")),
+               "checkpoint": (checkpoint, ("last", "val"))}
+    for name, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise InputError(f"unknown {name} {value!r}; choose {', '.join(allowed)}")
+    values = {"task": task, "fractions": _floats(fractions), "rounds": _ints(rounds, "--rounds"),
+              "arms": _words(arms), "modes": _words(modes), "seeds": seeds, "steps": steps, "size": size,
+              "checkpoint": checkpoint, "pairing": pairing}
     if quick:
         values.update(fractions=[1.0], rounds=[0, 1], seeds=1, steps=20, size=32, select_every=10)
-    config = DownstreamConfig(**values)
-    out = prepare_output_file(out or synthetic / "audit" / f"downstream_{task}.json")
+    try:
+        config = DownstreamConfig(**values)
+    except ValidationError as error:
+        problem = error.errors()[0]
+        raise InputError(f"--{problem['loc'][0]}: {problem['msg']}") from None
+    if out is None and (synthetic is None or "{" in synthetic):
+        raise InputError("give --out (there is no single synthetic folder to write the summary into)")
+    out = prepare_output_file(out or Path(synthetic) / "audit" / f"downstream_{task}.json")
     runs_path = out.with_suffix(".runs.jsonl")
-    total = len(config.fractions) * len(config.rounds) * config.seeds
+    total = sum(len(conditions(config, f)) for f in config.fractions) * config.seeds
     with progress_bar(f"downstream {task}", total) as advance:
-        runs = run_downstream(real, synthetic, config, runs_path, on_run=lambda run: advance(1))
+        runs = run_downstream(real, synthetic, config, runs_path, on_run=lambda run: advance(1), device=device)
     rows = summarise(runs)
     write_json(out, {"config": config.model_dump(mode="json"), "summary": rows, "runs_file": str(runs_path)})
     for row in rows:
-        typer.echo(f"fraction {row['fraction']:g} + {row['rounds']} rounds ({row['n_real']} real + "
-                   f"{row['n_synthetic']} synthetic): test {row['test_mean']:.3f} +- {row['test_sd']:.3f} "
-                   f"over {row['seeds']} seed(s)")
+        gain = "" if row["gain_mean"] is None else (f", paired gain {row['gain_mean']:+.3f} +- {row['gain_sd']:.3f} "
+                                                    f"({row['seeds_gained']}/{row['gain_seeds']} seeds gained)")
+        typer.echo(f"fraction {row['fraction']:g} {cell_name(row)} ({row['n_real']} real + {row['n_synthetic']} "
+                   f"synthetic + {row['n_extra']} extra real): test {row['test_mean']:.3f} +- {row['test_sd']:.3f} "
+                   f"over {row['seeds']} seed(s){gain}")
     typer.echo(f"wrote {out}")
+
+
+def _words(text: str) -> list[str]:
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def _ints(text: str, option: str) -> list[int]:
+    from histosynth.errors import InputError
+
+    try:
+        return [int(v) for v in _words(text)]
+    except ValueError:
+        raise InputError(f"{option} must be comma-separated whole numbers, got {text!r}") from None
 
 
 def _floats(text: str) -> list[float]:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Sequence
+from typing import Literal
 
 from histosynth.data.manifest import STANDARD_COLUMNS, TileRecord
 from histosynth.errors import InputError
 
 SPLIT_NAMES = ("train", "val", "test")
+Task = Literal["segmentation", "classification"]
 
 
 def group_of(record: TileRecord, group_key: str) -> str:
@@ -90,11 +92,14 @@ def subsample_by_case(
     """About ``fraction`` of the records, taken as whole groups, stratified by label.
 
     Groups are taken in a seeded random order per stratum until the stratum's share is reached
-    (at least one group per stratum), so for one seed a smaller fraction is a subset of a larger
-    one. Records keep their original order.
+    (at least one group per stratum, so a tiny fraction holds every label and is never empty, and may
+    hold more than ``fraction`` of the tiles), so for one seed a smaller fraction is a subset of a
+    larger one. Records keep their original order.
     """
     if not 0 < fraction <= 1:
         raise InputError(f"subsample fraction must be in (0, 1], got {fraction}")
+    if not records:
+        raise InputError("there are no tiles to subsample")
     groups = _groups(records, group_key)
     rng = random.Random(seed)
     chosen: set[str] = set()
@@ -110,3 +115,18 @@ def subsample_by_case(
             chosen.add(name)
             taken += size
     return [r for r in records if group_of(r, group_key) in chosen]
+
+
+def task_records(records: Sequence[TileRecord], task: Task) -> list[TileRecord]:
+    """The tiles a task can train on: those with a mask (segmentation) or a label (classification)."""
+    return [r for r in records if (r.mask if task == "segmentation" else r.label) is not None]
+
+
+def draw_subset(train: Sequence[TileRecord], fraction: float, seed: int, task: Task) -> list[TileRecord]:
+    """The real subset of a (fraction, seed) cell of ``evaluate downstream`` (``data subset`` makes the same draw):
+    whole cases stratified by label, among the train tiles the task can use."""
+    usable = task_records(train, task)
+    if not usable:
+        what = "a mask" if task == "segmentation" else "a label"
+        raise InputError(f"no train tile has {what}, so there is nothing to train a {task} model on")
+    return usable if fraction >= 1 else subsample_by_case(usable, fraction, seed)

@@ -1,23 +1,33 @@
 """Downstream utility: does adding synthetic tiles to scarce real tiles improve a model?
 
-Protocol (seed 002, Figure 3): for each fraction f of the real train split (whole cases, stratified
-by label) and each number of rounds k, train a small model on the f-subset plus k synthetic tiles
-per real tile, select its weights on the real val split, and score it on the real test split; repeat
-over seeds. Every run trains the same number of steps, so extra tiles add data, not compute. Runs are
-appended to a JSONL file as they finish; a rerun skips finished (fraction, rounds, seed) triples.
+Protocol (seed 002, Figure 3, widened for issue I): for each fraction f of the real train split (whole
+cases, stratified by label) and each seed (which draws the subset and the training seed), train a small
+model on each arm of the grid and score it on the real test split:
 
-Which synthetic tiles join a run: when every synthetic tile names the train tile whose mask it was
-generated from (``mask_source`` = ``train:<id>``, as ``histosynth sample`` and the benchmarks write),
-a run with k rounds takes the first k tiles made from each tile *of its real subset* ("paired", the
-seed-002 protocol: the synthetic data carries no mask layout the subset lacks). Otherwise it draws
-k x (real tiles) at random from the whole folder ("pool").
+* ``real``: the subset alone, with flips, quarter turns and mild colour jitter (the paired baseline);
+  ``real-noaug``: the subset alone, without them;
+* ``synthetic``: the subset + synthetic tiles, ``rounds`` mode (k per real tile) or ``balanced`` mode
+  (every class of the subset topped up to the count of its largest class);
+* ``extra-real``: the subset + as many real train tiles from outside it, class by class (the upper bound).
+
+Every run trains the same number of steps (so added tiles add data, not compute). ``checkpoint="last"``
+(the default of ``histosynth evaluate downstream`` and bench_downstream) keeps the weights after the last
+step (cosine decay to zero), so nothing leans on the tiny val split; ``"val"`` (the library default, so that
+older runs files resume as they were made) keeps the best val score, scored every ``select_every`` steps.
+Runs are appended to a JSONL file as they finish; a rerun skips finished runs and refuses a file made with
+other training settings (task, steps, size, checkpoint).
+
+Which synthetic tiles join a run: :mod:`histosynth.evaluation.downstream_draws`. ``synthetic`` may hold
+``{fraction}`` and ``{seed}``: each subset then takes its tiles from its own folder (tiles from a
+generator that saw only that subset's labels and masks: ``histosynth data subset --unlabel-rest``).
 """
 
 from __future__ import annotations
 
-import json
+import time
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -25,37 +35,56 @@ import numpy as np
 import torch
 from pydantic import BaseModel, Field
 
-from histosynth.data.manifest import TileManifest, load_manifest
-from histosynth.data.splits import subsample_by_case
+from histosynth.data.manifest import TileManifest, TileRecord, load_manifest
 from histosynth.errors import InputError
 from histosynth.evaluation.audit import load_synthetic
+from histosynth.evaluation.downstream_draws import (
+    Mode, Task, draw_subset, pick_extra_real, pick_synthetic, synthetic_by_source, task_records,
+)
+from histosynth.evaluation.downstream_runs import DownstreamRun, append_run, read_runs
+from histosynth.evaluation.downstream_summary import summarise
 from histosynth.training.tensors import TileTensors, load_tile_tensors
 
-Task = Literal["segmentation", "classification"]
+__all__ = ["DownstreamConfig", "DownstreamRun", "conditions", "run_downstream", "summarise"]
+
+Arm = Literal["real", "real-noaug", "synthetic", "extra-real"]
 
 
 class DownstreamConfig(BaseModel):
     task: Task = "segmentation"
     fractions: tuple[float, ...] = (1.0, 0.25, 0.1)
-    rounds: tuple[int, ...] = (0, 1, 2, 4)
-    seeds: int = Field(3, ge=1)
+    rounds: tuple[int, ...] = (0, 1, 2, 4)  # synthetic (extra real) tiles per real tile; 0 = the real arm
+    seeds: int = Field(5, ge=1)
     steps: int = Field(400, ge=1)
     size: int = Field(96, ge=16, multiple_of=8)
     select_every: int = Field(100, ge=1)
     tile_size: int = Field(224, ge=16)
     pairing: Literal["auto", "paired", "pool"] = "auto"
+    arms: tuple[Arm, ...] = ("real", "synthetic")
+    modes: tuple[Mode, ...] = ("rounds",)  # how the synthetic and extra-real arms add tiles
+    checkpoint: Literal["last", "val"] = "val"  # "last" for new grids (see the module notes)
+
+
+def conditions(config: DownstreamConfig, fraction: float) -> list[tuple[str, str, int]]:
+    """(arm, mode, rounds) of every run of one subset; no extra-real runs when the subset is all of train."""
+    found: list[tuple[str, str, int]] = [(arm, "rounds", 0) for arm in ("real", "real-noaug") if arm in config.arms]
+    for arm in ("synthetic", "extra-real"):
+        if arm not in config.arms or (arm == "extra-real" and fraction >= 1):
+            continue
+        for mode in config.modes:
+            found += [(arm, mode, k) for k in config.rounds if k > 0] if mode == "rounds" else [(arm, mode, 0)]
+    return found
 
 
 @dataclass
-class DownstreamRun:
-    fraction: float
-    rounds: int
-    seed: int
-    n_real: int
-    n_synthetic: int
-    val_score: float
-    test_score: float
-    seconds: float
+class _Synthetic:
+    """One synthetic folder, loaded: records, tensors, pairing to train tiles, and the model that made it."""
+
+    folder: Path
+    records: list[TileRecord]
+    tensors: TileTensors
+    paired: dict[str, list[int]] | None
+    generator: str
 
 
 def _tensors(manifest: TileManifest, size: int) -> TileTensors:
@@ -63,149 +92,129 @@ def _tensors(manifest: TileManifest, size: int) -> TileTensors:
     return load_tile_tensors(manifest, size, resize=True)
 
 
-def synthetic_by_source(synth: TileManifest, train_ids: set[str]) -> dict[str, list[int]] | None:
-    """Synthetic tile indices grouped by the train tile their mask came from, or None if any is unpaired."""
-    groups: dict[str, list[int]] = {}
-    for index, record in enumerate(synth.records):
-        source = record.extra.get("mask_source", "")
-        if not source.startswith("train:") or source[len("train:"):] not in train_ids:
-            return None
-        groups.setdefault(source[len("train:"):], []).append(index)
-    return groups
-
-
-def _pick_synthetic(subset_ids: list[str], rounds: int, n_pool: int, paired: dict[str, list[int]] | None,
-                    rng: np.random.Generator) -> torch.Tensor:
-    if paired is None:
-        n_synth = min(rounds * len(subset_ids), n_pool)
-        return torch.from_numpy(rng.choice(n_pool, n_synth, replace=False)).long()
-    picks = [i for tile_id in subset_ids for i in paired.get(tile_id, [])[:rounds]]
-    return torch.tensor(picks, dtype=torch.long)
-
-
-def _check_synthetic(synth: TileTensors, task: Task, folder: Path) -> None:
-    if task == "segmentation" and not bool(synth.mask_known.all()):
+def _load_synthetic(folder: Path, real: TileManifest, config: DownstreamConfig) -> _Synthetic:
+    manifest = load_synthetic(folder)
+    manifest = TileManifest(manifest.source, manifest.records, real.classes)  # label ids in the real class list
+    tensors = _tensors(manifest, config.tile_size)
+    if config.task == "segmentation" and not bool(tensors.mask_known.all()):
         raise InputError("synthetic tiles without masks cannot train a segmentation task", folder)
+    paired = None
+    if config.pairing != "pool":
+        paired = synthetic_by_source(manifest.records, {r.id for r in real.records if r.split == "train"})
+    if config.pairing == "paired" and paired is None:
+        raise InputError("pairing 'paired' needs every synthetic tile's mask_source to be train:<id> of this "
+                         "manifest's train split", folder)
+    models = Counter(r.extra.get("model", "") for r in manifest.records if r.extra.get("model"))
+    return _Synthetic(folder, manifest.records, tensors, paired, models.most_common(1)[0][0] if models else folder.name)
 
 
-def _train_and_score(task: Task, config: DownstreamConfig, train_x, train_y, val: TileTensors, test: TileTensors,
-                     num_classes: int, seed: int) -> tuple[float, float]:
+def _synthetic_tensors(tiles: TileTensors, picks: list[int], task: Task, num_labels: int,
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images and targets (masks, or labels: unlabelled tiles dropped) of the picked synthetic tiles."""
+    index = torch.tensor(picks, dtype=torch.long)
     if task == "segmentation":
-        from histosynth.evaluation.segmentation import (
-            SegmentationTrainConfig, dice_per_image, predict_masks, train_segmenter,
-        )
+        return tiles.images[index], tiles.masks[index].long()
+    labels = tiles.labels[index]
+    return tiles.images[index][labels < num_labels], labels[labels < num_labels]
+
+
+def _score(task: Task, model: torch.nn.Module, tiles: TileTensors, config: DownstreamConfig, labels: list[str],
+           per_class: bool = False) -> tuple[float, dict[str, float]]:
+    """Dice (segmentation) or balanced accuracy, and optionally the per-class recall / Dice by tile label."""
+    if task == "segmentation":
+        from histosynth.evaluation.segmentation import dice_per_image, predict_masks
+
+        dice = dice_per_image(predict_masks(model, tiles.images, config.size), tiles.masks)
+        target = tiles.labels.numpy()
+        by_class = {labels[c]: float(dice[target == c].mean()) for c in sorted(set(target.tolist())) if c < len(labels)}
+        return float(dice.mean()), by_class if per_class else {}
+    from histosynth.evaluation.classification import balanced_accuracy, predict_labels, recall_per_class
+
+    predicted, target = predict_labels(model, tiles.images), tiles.labels.numpy()
+    return balanced_accuracy(predicted, target), recall_per_class(predicted, target, labels) if per_class else {}
+
+
+def _train(config: DownstreamConfig, images: torch.Tensor, targets: torch.Tensor, num_classes: int, seed: int,
+           augment: bool, select: Callable | None, device: str) -> torch.nn.Module:
+    if config.task == "segmentation":
+        from histosynth.evaluation.segmentation import SegmentationTrainConfig, train_segmenter
 
         seg = SegmentationTrainConfig(size=config.size, steps=config.steps, seed=seed, num_classes=num_classes)
-
-        def score(model, tiles: TileTensors) -> float:
-            known = tiles.mask_known
-            return float(dice_per_image(predict_masks(model, tiles.images[known], seg.size), tiles.masks[known]).mean())
-
-        model = train_segmenter(train_x, train_y, seg, select=lambda m: score(m, val), select_every=config.select_every)
-        return score(model, val), score(model, test)
-    from histosynth.evaluation.classification import (
-        ClassifierTrainConfig, balanced_accuracy, predict_labels, train_classifier,
-    )
+        return train_segmenter(images, targets, seg, device=device, select=select, select_every=config.select_every,
+                               augment=augment)
+    from histosynth.evaluation.classification import ClassifierTrainConfig, train_classifier
 
     cls = ClassifierTrainConfig(size=config.size, steps=config.steps, seed=seed)
+    return train_classifier(images, targets, num_classes, cls, select=select, select_every=config.select_every,
+                            augment=augment, device=device)
 
-    def score(model, tiles: TileTensors) -> float:
-        return balanced_accuracy(predict_labels(model, tiles.images), tiles.labels.numpy())
 
-    model = train_classifier(train_x, train_y, num_classes, cls, select=lambda m: score(m, val),
-                             select_every=config.select_every)
-    return score(model, val), score(model, test)
+def _check_resumable(done: list[DownstreamRun], config: DownstreamConfig, path: Path) -> None:
+    from histosynth.io import check_same_settings
+
+    wanted = {"task": config.task, "steps": config.steps, "size": config.size, "checkpoint": config.checkpoint}
+    for recorded in {tuple(sorted(r.settings().items())) for r in done}:
+        check_same_settings(dict(recorded), {k: v for k, v in wanted.items() if k in dict(recorded)}, path,
+                            what="the runs file holds runs trained with other settings",
+                            hint="choose another --out, or the settings it was made with")
 
 
 def run_downstream(
-    real: str | Path, synthetic: str | Path, config: DownstreamConfig, results_path: str | Path,
-    on_run: Callable[[DownstreamRun], None] | None = None,
+    real: str | Path, synthetic: str | Path | None, config: DownstreamConfig, results_path: str | Path,
+    on_run: Callable[[DownstreamRun], None] | None = None, device: str = "cpu",
 ) -> list[DownstreamRun]:
-    """Run (or resume) the grid; returns every run, finished earlier or now."""
-    import time
-
+    """Run (or resume) the grid; returns every run of the runs file, finished earlier or now."""
     results_path = Path(results_path)
+    if any(not 0 < f <= 1 for f in config.fractions):
+        raise InputError(f"fractions must be in (0, 1], got {', '.join(f'{f:g}' for f in config.fractions)}")
+    if "synthetic" in config.arms and synthetic is None:
+        raise InputError("the synthetic arm needs a synthetic folder (--synthetic)")
     manifest = load_manifest(real)
     train_m, val_m, test_m = (manifest.select_split(s) for s in ("train", "val", "test"))
-    synth_m = load_synthetic(synthetic)
-    synth_m = TileManifest(synth_m.source, synth_m.records, manifest.classes)  # label ids in the real class list
-    val, test = _tensors(val_m, config.tile_size), _tensors(test_m, config.tile_size)
-    train_all, synth = _tensors(train_m, config.tile_size), _tensors(synth_m, config.tile_size)
-    _check_synthetic(synth, config.task, Path(synthetic))
-    num_classes = manifest.classes.num_mask_classes if config.task == "segmentation" else len(manifest.classes.labels)
+    labels, task = manifest.classes.labels, config.task
+    val, test = (_tensors(TileManifest(m.source, task_records(m.records, task), m.classes), config.tile_size)
+                 for m in (val_m, test_m))
+    train_all = _tensors(train_m, config.tile_size)
     index_of = {r.id: i for i, r in enumerate(train_m.records)}
-    paired = None if config.pairing == "pool" else synthetic_by_source(synth_m, set(index_of))
-    if config.pairing == "paired" and paired is None:
-        raise InputError("pairing 'paired' needs every synthetic tile's mask_source to be train:<id> of this "
-                         "manifest's train split", Path(synthetic))
-
-    done = _read_runs(results_path)
-    finished = {(r.fraction, r.rounds, r.seed) for r in done}
+    num_classes = manifest.classes.num_mask_classes if task == "segmentation" else len(labels)
+    done = read_runs(results_path)
+    _check_resumable(done, config, results_path)
+    finished = {(r.cell, r.seed) for r in done}
+    loaded: _Synthetic | None = None
     for fraction in config.fractions:
         for seed in range(config.seeds):
-            subset = subsample_by_case(train_m.records, fraction, seed) if fraction < 1 else train_m.records
-            real_idx = torch.tensor([index_of[r.id] for r in subset])
-            for rounds in config.rounds:
-                if (fraction, rounds, seed) in finished:
-                    continue
+            todo = [c for c in conditions(config, fraction) if ((fraction, *c), seed) not in finished]
+            if not todo:
+                continue
+            subset = draw_subset(train_m.records, fraction, seed, task)
+            for arm, mode, rounds in todo:
                 started = time.perf_counter()
-                rng = np.random.default_rng([seed, rounds, int(fraction * 1000)])
-                synth_idx = _pick_synthetic([r.id for r in subset], rounds, len(synth), paired, rng)
-                n_synth = len(synth_idx)
-                images = torch.cat([train_all.images[real_idx], synth.images[synth_idx]])
-                if config.task == "segmentation":
-                    keep = torch.cat([train_all.mask_known[real_idx], synth.mask_known[synth_idx]])
-                    targets = torch.cat([train_all.masks[real_idx], synth.masks[synth_idx]])[keep].long()
-                    images = images[keep]
-                else:
-                    targets = torch.cat([train_all.labels[real_idx], synth.labels[synth_idx]])
-                    keep = targets < len(manifest.classes.labels)
-                    images, targets = images[keep], targets[keep]
-                val_score, test_score = _train_and_score(config.task, config, images, targets, val, test,
-                                                         num_classes, seed)
-                run = DownstreamRun(fraction, rounds, seed, len(real_idx), n_synth, val_score, test_score,
-                                    round(time.perf_counter() - started, 1))
-                _append_run(results_path, run)
+                extra = pick_extra_real(train_m.records, subset, mode, rounds, task, seed) if arm == "extra-real" else []
+                real_idx = torch.tensor([index_of[r.id] for r in [*subset, *extra]], dtype=torch.long)
+                images = train_all.images[real_idx]
+                targets = train_all.masks[real_idx].long() if task == "segmentation" else train_all.labels[real_idx]
+                n_synth, generator = 0, ""
+                if arm == "synthetic":
+                    folder = Path(str(synthetic).format(fraction=fraction, seed=seed))
+                    if loaded is None or loaded.folder != folder:
+                        loaded = None  # drop the last folder's tiles before reading the next
+                        loaded = _load_synthetic(folder, manifest, config)
+                    rng = np.random.default_rng([seed, rounds, int(fraction * 1000), int(mode == "balanced")])
+                    picks = pick_synthetic(subset, loaded.records, mode, rounds, loaded.paired, rng)
+                    more_images, more_targets = _synthetic_tensors(loaded.tensors, picks, task, len(labels))
+                    images, targets = torch.cat([images, more_images]), torch.cat([targets, more_targets])
+                    n_synth, generator = len(more_images), loaded.generator
+                select = None if config.checkpoint == "last" else (lambda m: _score(task, m, val, config, labels)[0])
+                model = _train(config, images, targets, num_classes, seed, arm != "real-noaug", select, device)
+                val_score = _score(task, model, val, config, labels)[0]
+                test_score, per_class = _score(task, model, test, config, labels, per_class=True)
+                run = DownstreamRun(fraction, rounds, seed, len(subset), n_synth, val_score, test_score,
+                                    round(time.perf_counter() - started, 1), arm=arm, mode=mode,
+                                    augment=arm != "real-noaug", n_extra=len(extra), task=task, steps=config.steps,
+                                    size=config.size, checkpoint=config.checkpoint, generator=generator,
+                                    test_per_class=per_class)
+                append_run(results_path, run)
                 done.append(run)
                 if on_run is not None:
                     on_run(run)
     return done
-
-
-def _read_runs(path: Path) -> list[DownstreamRun]:
-    if not path.exists():
-        return []
-    from histosynth.io import atomic_open
-
-    runs, lines = [], path.read_text().splitlines()
-    for line in lines:
-        try:
-            runs.append(DownstreamRun(**json.loads(line)))
-        except (json.JSONDecodeError, TypeError):
-            continue  # a line cut by a kill mid-write: that run is simply redone
-    if len(runs) != len(lines) or (lines and not path.read_text().endswith("\n")):
-        with atomic_open(path, "w") as handle:  # drop the cut line before appending again
-            handle.writelines(json.dumps(asdict(run)) + "\n" for run in runs)
-    return runs
-
-
-def _append_run(path: Path, run: DownstreamRun) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        handle.write(json.dumps(asdict(run)) + "\n")
-        handle.flush()
-
-
-def summarise(runs: list[DownstreamRun]) -> list[dict]:
-    """Mean +- sd of the test score over seeds for each (fraction, rounds), sorted."""
-    groups: dict[tuple[float, int], list[DownstreamRun]] = {}
-    for run in runs:
-        groups.setdefault((run.fraction, run.rounds), []).append(run)
-    rows = []
-    for (fraction, rounds), group in sorted(groups.items(), key=lambda item: (-item[0][0], item[0][1])):
-        scores = np.array([r.test_score for r in group])
-        rows.append({"fraction": fraction, "rounds": rounds, "seeds": len(group),
-                     "n_real": int(np.mean([r.n_real for r in group])),
-                     "n_synthetic": int(np.mean([r.n_synthetic for r in group])),
-                     "test_mean": float(scores.mean()), "test_sd": float(scores.std(ddof=1)) if len(group) > 1 else 0.0})
-    return rows

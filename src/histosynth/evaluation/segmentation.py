@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, Field
 from torch import nn
 
-from histosynth.training.tensors import dihedral
+from histosynth.models.conditioning import dihedral
 
 ArrayLike = torch.Tensor | np.ndarray
 
@@ -88,21 +88,29 @@ def resize_masks(masks: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(masks[:, None].float(), size=(size, size), mode="nearest")[:, 0].to(masks.dtype)
 
 
+def colour_jitter(x: torch.Tensor, generator: torch.Generator, strength: float) -> torch.Tensor:
+    """Mild per-tile contrast, brightness and per-channel (stain balance, half strength) jitter of [0, 1] images."""
+    if strength <= 0:
+        return x
+
+    def factor(*shape: int, scale: float = strength) -> torch.Tensor:
+        return 1 + scale * (2 * torch.rand(shape, generator=generator) - 1)
+
+    n = len(x)
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = (x - mean) * factor(n, 1, 1, 1) + mean  # contrast
+    return (x * factor(n, 1, 1, 1) * factor(n, 3, 1, 1, scale=strength / 2)).clamp(0, 1)  # brightness, stain
+
+
 def _augment(images: torch.Tensor, masks: torch.Tensor, generator: torch.Generator,
-             jitter: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random dihedral symmetry per tile + colour jitter; returns images in [-1, 1] and long masks."""
+             jitter: float, augment: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random dihedral symmetry per tile + colour jitter (none without ``augment``); images in [-1, 1], long masks."""
+    if not augment:
+        return images.float() / 127.5 - 1, masks.long()
     ks = torch.randint(8, (len(images),), generator=generator).tolist()
     x = torch.stack([dihedral(image, k) for image, k in zip(images, ks)]).float() / 255
     y = torch.stack([dihedral(mask, k) for mask, k in zip(masks, ks)]).long()
-    if jitter > 0:
-        def factor(*shape: int, strength: float = jitter) -> torch.Tensor:
-            return 1 + strength * (2 * torch.rand(shape, generator=generator) - 1)
-
-        n = len(x)
-        mean = x.mean(dim=(1, 2, 3), keepdim=True)
-        x = (x - mean) * factor(n, 1, 1, 1) + mean  # contrast
-        x = x * factor(n, 1, 1, 1) * factor(n, 3, 1, 1, strength=jitter / 2)  # brightness, stain balance
-    return x.clamp(0, 1) * 2 - 1, y
+    return colour_jitter(x, generator, jitter) * 2 - 1, y
 
 
 def segmentation_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -126,12 +134,14 @@ def train_segmenter(
     device: str | torch.device = "cpu",
     select: Callable[[SegmentationUNet], float] | None = None,
     select_every: int = 100,
+    augment: bool = True,
 ) -> SegmentationUNet:
     """Train a U-Net on uint8 images (N,3,H,W) and class-id masks (N,H,W); returns it in eval mode.
 
     ``on_step(step, loss)`` is called after every optimiser step (steps count from 1). With
     ``select`` (a validation score, higher is better), the model is scored every ``select_every``
     steps and at the end, and the best-scoring weights are returned (model selection on val).
+    ``augment=False`` trains without flips, rotations and colour jitter (a plain baseline).
     """
     config = config or SegmentationTrainConfig()
     images, masks = torch.as_tensor(images), torch.as_tensor(masks)
@@ -154,7 +164,7 @@ def train_segmenter(
     best: tuple[float, dict] | None = None
     for step in range(1, config.steps + 1):
         index = torch.randint(len(x_all), (config.batch_size,), generator=generator)
-        x, y = _augment(x_all[index], y_all[index], generator, config.jitter)
+        x, y = _augment(x_all[index], y_all[index], generator, config.jitter, augment)
         loss = segmentation_loss(model(x.to(device)), y.to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

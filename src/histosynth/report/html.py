@@ -21,6 +21,7 @@ import numpy as np
 from histosynth.data.images import read_mask, read_rgb
 from histosynth.data.manifest import TileManifest, load_manifest
 from histosynth.evaluation.audit import load_synthetic
+from histosynth.evaluation.downstream_summary import cell_name, size_series
 from histosynth.evaluation.verdict import fidelity_verdict
 from histosynth.io import atomic_open
 from histosynth.report.contact_sheet import outline
@@ -159,21 +160,27 @@ def _projection(cache_dir: Path | None, fidelity: dict | None, real: TileManifes
 
 
 def _downstream_section(result: dict) -> str:
+    """Score vs training-set size and the table of cells; reads summaries with and without arms (older files)."""
     summary = result["summary"]
-    series: dict[str, list] = {}
-    for row in summary:
-        series.setdefault(f"{row['fraction']:g} of real", []).append(
-            (row["n_real"] + row["n_synthetic"], row["test_mean"], row["test_sd"]))
     task = result["config"]["task"]
     metric = "Dice" if task == "segmentation" else "balanced accuracy"
-    rows = "".join(f"<tr><td>{row['fraction']:g}</td><td>{row['rounds']}</td><td>{row['n_real']}</td>"
-                   f"<td>{row['n_synthetic']}</td><td>{row['test_mean']:.3f} ± {row['test_sd']:.3f}</td>"
+    picked = "weights after the last step" if result["config"].get("checkpoint") == "last" else "weights selected on val"
+
+    def gain(row: dict) -> str:
+        if row.get("gain_mean") is None:
+            return ""
+        return f"{row['gain_mean']:+.3f} ± {row['gain_sd']:.3f} ({row['seeds_gained']}/{row['gain_seeds']} gained)"
+
+    rows = "".join(f"<tr><td>{row['fraction']:g}</td><td>{escape(cell_name(row))}</td><td>{row['n_real']}</td>"
+                   f"<td>{row['n_synthetic']}</td><td>{row.get('n_extra', 0)}</td>"
+                   f"<td>{row['test_mean']:.3f} ± {row['test_sd']:.3f}</td><td>{gain(row)}</td>"
                    f"<td>{row['seeds']}</td></tr>" for row in summary)
-    return (f"<h2>Downstream utility: {escape(task)}</h2><p>Test {metric} (weights selected on val) vs "
-            "training-set size; each line adds 0, 1, 2, ... synthetic tiles per real tile.</p>"
-            + line_chart(series, "training tiles (real + synthetic)", f"test {metric}")
-            + "<table><tr><th>real fraction</th><th>rounds</th><th>real</th><th>synthetic</th>"
-            f"<th>test {metric}</th><th>seeds</th></tr>{rows}</table>")
+    return (f"<h2>Downstream utility: {escape(task)}</h2><p>Test {metric} ({picked}) vs training-set size; "
+            "each line starts at the real-only run of a fraction and adds synthetic (or extra real) tiles. Paired "
+            "gain: each seed against its own real-only run.</p>"
+            + line_chart(size_series(summary), "training tiles (real + added)", f"test {metric}")
+            + "<table><tr><th>real fraction</th><th>arm</th><th>real</th><th>synthetic</th><th>extra real</th>"
+            f"<th>test {metric}</th><th>paired gain</th><th>seeds</th></tr>{rows}</table>")
 
 
 def write_report(synthetic: str | Path, real: str | Path, out: str | Path | None = None, per_label: int = 6,
