@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine, peak_rss_mib  # noqa: E402
 
 from histosynth.data.manifest import load_manifest  # noqa: E402
-from histosynth.evaluation.pixel import psnr, ssim  # noqa: E402
+from histosynth.models.pixel import psnr, ssim  # noqa: E402
 from histosynth.models.autoencoder import load_autoencoder  # noqa: E402
 from histosynth.training.tensors import load_tile_tensors, to_unit_range  # noqa: E402
 

@@ -46,7 +46,8 @@ from histosynth.training.config import TrainConfig  # noqa: E402
 from histosynth.training.latents import encode_dihedral  # noqa: E402
 from histosynth.training.loop import train  # noqa: E402
 from histosynth.training.objectives import DenoiserLossConfig, DenoiserObjective  # noqa: E402
-from histosynth.training.tensors import load_tile_tensors, mask_fractions  # noqa: E402
+from histosynth.models.conditioning import mask_fractions  # noqa: E402
+from histosynth.training.tensors import load_tile_tensors  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "ebhi-seg" / "manifest.csv"
 

@@ -108,7 +108,7 @@ def classifier_accuracy(clf, model: LatentDiffusionModel, val_images: torch.Tens
 
     ae, den = model.autoencoder_config, model.denoiser.config
     mean, _ = encode_dihedral(model.autoencoder, val_images, variants=1)
-    z = (mean[:, 0].float() - torch.tensor(ae.latent_shift).view(1, -1, 1, 1)) * ae.scaling_factor
+    z = ae.scale(mean[:, 0].float())
     scheduler = DDPMScheduler(num_train_timesteps=den.num_train_timesteps, beta_schedule=den.beta_schedule)
     noise = torch.randn(z.shape, generator=torch.Generator().manual_seed(0))
     result = {}
@@ -150,7 +150,7 @@ def embedding_use(model: LatentDiffusionModel, val, val_emb: np.ndarray) -> dict
 
     ae, den = model.autoencoder_config, model.denoiser.config
     mean, _ = encode_dihedral(model.autoencoder, val.images, variants=1)
-    z = (mean[:, 0].float() - torch.tensor(ae.latent_shift).view(1, -1, 1, 1)) * ae.scaling_factor
+    z = ae.scale(mean[:, 0].float())
     scheduler = DDPMScheduler(num_train_timesteps=den.num_train_timesteps, beta_schedule=den.beta_schedule,
                               prediction_type=den.prediction_type)
     g = torch.Generator().manual_seed(0)

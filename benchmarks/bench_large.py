@@ -58,7 +58,7 @@ def child(args: argparse.Namespace) -> dict:
 
     from histosynth.evaluation.seams import seam_score_from_counts
     from histosynth.models.pipeline import LatentDiffusionModel
-    from histosynth.sampling.large.pipeline import LargeImageRequest, generate_large_image
+    from histosynth.sampling.large.image import LargeImageRequest, generate_large_image
 
     size, method, steps = int(args.child[0]), args.child[1], int(args.child[2])
     model = LatentDiffusionModel.load(args.model)
@@ -106,7 +106,6 @@ def decoders(args: argparse.Namespace) -> list[dict]:
     from histosynth.sampling.large.decode import (
         collect_bands, decoder_edges, diffusers_tiled_decode, hann_decode_bands, naive_decode_bands,
     )
-    from histosynth.sampling.sampler import SamplingSettings, TileSampler
 
     model = LatentDiffusionModel.load(args.model)
     size, factor, label = args.decoder_size, model.autoencoder_config.downsample, model.classes.resolve_label(args.label)
@@ -116,14 +115,13 @@ def decoders(args: argparse.Namespace) -> list[dict]:
     sampler = LargeLatentSampler(model.denoiser, LargeSamplingSettings(steps=args.steps))
     state = sampler.run(sampler.initial_state(size // factor, size // factor, 0), label,
                         condition_fractions(mask, model.classes.num_mask_classes, factor), 0)
-    tiles = TileSampler(model, SamplingSettings())
     config = model.autoencoder_config
     runs = {
-        "hann": lambda: collect_bands(hann_decode_bands(state.latent, tiles.decode), size, size),
-        "naive": lambda: collect_bands(naive_decode_bands(state.latent, tiles.decode), size, size),
+        "hann": lambda: collect_bands(hann_decode_bands(state.latent, model.decode), size, size),
+        "naive": lambda: collect_bands(naive_decode_bands(state.latent, model.decode), size, size),
         "diffusers": lambda: diffusers_tiled_decode(model.autoencoder, state.latent, config.scaling_factor,
                                                     config.latent_shift),
-        "whole": lambda: tiles.decode(torch.from_numpy(state.latent)[None])[0],
+        "whole": lambda: model.decode(torch.from_numpy(state.latent)[None])[0],
     }
     naive_rows, naive_cols = decoder_edges("naive", size, size, 32)
     lattice = int(np.lcm(factor, model.mask_factor))
@@ -147,7 +145,8 @@ def masks(args: argparse.Namespace, per_class: int = 32) -> list[dict]:
     from histosynth.models.pipeline import LatentDiffusionModel
     from histosynth.sampling.large.masks import clean_mask_cells, generate_mask_cells
     from histosynth.sampling.large.samplers import LargeSamplingSettings
-    from histosynth.training.tensors import load_tile_tensors, mask_fractions
+    from histosynth.models.conditioning import mask_fractions
+    from histosynth.training.tensors import load_tile_tensors
 
     sys.path.insert(0, str(Path(__file__).parent))
     from bench_quality import DEFAULT_DATA

@@ -33,7 +33,7 @@ import json
 import shlex
 import sys
 import time
-from dataclasses import asdict
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +49,7 @@ from histosynth.errors import HistosynthError, InputError  # noqa: E402
 from histosynth.encoders.inception import InceptionEncoder  # noqa: E402
 from histosynth.evaluation.c2st import classifier_two_sample_test  # noqa: E402
 from histosynth.evaluation.fidelity import fidelity_metrics, frechet_distance  # noqa: E402
-from histosynth.evaluation.pixel import psnr, ssim  # noqa: E402
+from histosynth.models.pixel import psnr, ssim  # noqa: E402
 from histosynth.evaluation.privacy import (  # noqa: E402
     authenticity,
     data_copying_ct,
@@ -64,7 +64,7 @@ from histosynth.evaluation.segmentation import (  # noqa: E402
 from histosynth.io import atomic_open, write_json  # noqa: E402
 from histosynth.models.pipeline import LatentDiffusionModel  # noqa: E402
 from histosynth.sampling.sampler import SamplingSettings, TileSampler  # noqa: E402
-from histosynth.sampling.writer import SyntheticDatasetWriter, SyntheticRow  # noqa: E402
+from histosynth.sampling.writer import SyntheticRow, write_dataset  # noqa: E402
 from histosynth.training.tensors import TileTensors, load_tile_tensors, to_unit_range  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ebhi-seg" / "manifest.csv"
@@ -96,12 +96,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _key(*parts: object) -> str:
+def cache_key(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:12]
-
-
-def _as_strings(row: SyntheticRow) -> dict[str, str]:
-    return {k: str(v) for k, v in asdict(row).items()}  # rows read back from CSV hold strings
 
 
 def cached_features(cache: Path, name: str, key: str, images, count: int, device: str) -> np.ndarray:
@@ -141,37 +137,37 @@ def generate_from_train(model: LatentDiffusionModel, train: TileTensors, items: 
     settings = SamplingSettings(steps=args.steps, guidance=args.guidance, sampler=args.sampler, batch_size=args.batch,
                                 guidance_interval=tuple(float(v) for v in str(interval).split(",")))
     sampler = TileSampler(model, settings, args.device)
-    writer = SyntheticDatasetWriter(folder)
     identity, labels = model.identity, model.classes.labels
-    rows = []
+    planned = []
     for tile_id, j, seed in items:
         label = int(train.labels[j])
-        rows.append(SyntheticRow(
-            id=tile_id, image=f"images/{tile_id}.png", mask=f"masks/{tile_id}.png",
-            label=labels[label] if label < len(labels) else "", split="synthetic", seed=seed,
-            model=identity, sampler=args.sampler, steps=args.steps, guidance=settings.guidance_record,
-            mask_source=f"train:{train.ids[j]}"))
-    for row in rows:  # a resumed folder must hold exactly these tiles
-        old = writer.rows.get(row.id)
-        if old is not None and _as_strings(old) != _as_strings(row):
-            raise InputError(f"holds {row.id} made with other settings or conditioning; use a fresh --out", folder)
-    order = [row.id for row in rows]
-    todo = [(row, j) for row, (_, j, _) in zip(rows, items) if row.id not in writer.done_ids()]
-    print(f"generate: {len(rows) - len(todo)} of {len(rows)} tiles already there, {len(todo)} to make", flush=True)
-    start = time.perf_counter()
-    for b in range(0, len(todo), args.batch):
-        batch = todo[b:b + args.batch]
+        planned.append((SyntheticRow.of(tile_id, label=labels[label] if label < len(labels) else "", seed=seed,
+                                        model=identity, sampler=args.sampler, steps=args.steps,
+                                        guidance=settings.guidance_record, mask_source=f"train:{train.ids[j]}"), j))
+
+    def make(batch: list[tuple[SyntheticRow, int]]) -> list[tuple[np.ndarray, np.ndarray]]:
         masks = [train.masks[j].numpy() for _, j in batch]
         images = sampler.sample([int(train.labels[j]) for _, j in batch], masks, [row.seed for row, _ in batch])
-        for (row, _), image, mask in zip(batch, images, masks):
-            writer.add(row, image, mask)
-        writer.flush(order)
-        made = b + len(batch)
-        rate = made / (time.perf_counter() - start)
-        print(f"generate: {made}/{len(todo)} ({rate:.2f} tiles/s, ~{(len(todo) - made) / rate:.0f} s left)", flush=True)
-    writer.flush(order)
-    model.classes.save(folder / "classes.json")
-    return order
+        return list(zip(images, masks))
+
+    # a resumed folder must hold exactly these tiles: another model, settings or conditioning is one line
+    result = write_dataset(folder, planned, make, tile_size=model.tile_size, batch_size=args.batch,
+                           classes=model.classes, on_tile=progress("generate", len(planned)))
+    print(f"generate: {result.written} tiles made, {result.skipped_existing} were there", flush=True)
+    return [row.id for row, _ in planned]
+
+
+def progress(what: str, total: int, every: int = 1) -> Callable[[int], None]:
+    """An ``on_tile`` callback printing ``what: done/total (elapsed)`` every ``every`` tiles and at the end
+    (the first call counts the tiles already there)."""
+    done, start = [0], time.perf_counter()
+
+    def advance(k: int) -> None:
+        done[0] += k
+        if done[0] == total or done[0] % every < k:
+            print(f"{what}: {done[0]}/{total} ({time.perf_counter() - start:.0f} s)", flush=True)
+
+    return advance
 
 
 @torch.inference_mode()
@@ -226,7 +222,7 @@ def run(args: argparse.Namespace, command: str) -> dict:
     lap("load")
 
     cache, source = Path(args.cache) if args.cache else out / "features", str(Path(args.data).resolve())
-    recon_key = _key(model.identity, source, test.ids)
+    recon_key = cache_key(model.identity, source, test.ids)
     recon_file = cache / f"reconstructed-{recon_key}.npz"
     if recon_file.is_file():
         saved = np.load(recon_file)
@@ -245,7 +241,7 @@ def run(args: argparse.Namespace, command: str) -> dict:
     lap("generate")
 
     train_f, test_f = (
-        cached_features(cache, split, _key(source, size, tiles.ids), (x.permute(1, 2, 0).numpy() for x in tiles.images),
+        cached_features(cache, split, cache_key(source, size, tiles.ids), (x.permute(1, 2, 0).numpy() for x in tiles.images),
                         len(tiles), args.device)
         for split, tiles in (("train", train), ("test", test)))
     recon_f = cached_features(cache, "reconstructed", recon_key, iter(recon), len(recon), args.device)
@@ -258,7 +254,7 @@ def run(args: argparse.Namespace, command: str) -> dict:
                 "model_folder": str(Path(args.model).resolve()), "tile_size": size, "n_train": len(train),
                 "n_test": len(test), "n_generated": 0, "reconstruction_pixels": pixel, "fidelity": fidelity,
                 "timings_s": timings, "peak_rss_mib": round(peak_rss_mib())}
-    gen_key = _key(model.identity, args.steps, args.guidance, args.sampler, args.seed, [train.ids[j] for j in picks],
+    gen_key = cache_key(model.identity, args.steps, args.guidance, args.sampler, args.seed, [train.ids[j] for j in picks],
                    *([] if args.guidance_interval == "0,1" else [args.guidance_interval]))
     gen_f = cached_features(cache, "generated", gen_key, iter(generated), len(generated), args.device)
     fidelity["generated"] = fidelity_metrics(reference, gen_f)

@@ -23,7 +23,7 @@ from _common import machine, peak_rss_mib  # noqa: E402
 from histosynth.models.pipeline import LatentDiffusionModel  # noqa: E402
 from histosynth.sampling.masks import procedural_mask  # noqa: E402
 from histosynth.sampling.sampler import SamplingSettings, TileSampler, build_scheduler  # noqa: E402
-from histosynth.training.tensors import mask_fractions  # noqa: E402
+from histosynth.models.conditioning import mask_fractions  # noqa: E402
 
 
 def plain_loop(model: LatentDiffusionModel, noise, labels, fractions, steps: int, guidance: float) -> torch.Tensor:

@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine, peak_rss_mib  # noqa: E402
-from bench_quality import DEFAULT_DATA, _key, cached_features, generate  # noqa: E402
+from bench_quality import DEFAULT_DATA, cache_key, cached_features, generate  # noqa: E402
 
 from histosynth.data.images import read_rgb  # noqa: E402
 from histosynth.data.manifest import load_manifest  # noqa: E402
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace, command: str) -> dict:
     picks = np.random.default_rng(args.seed).choice(candidates, args.n, replace=args.n > len(candidates))
     out, source = Path(args.out), str(Path(args.data).resolve())
     cache = Path(args.cache) if args.cache else out / "features"
-    train_f = cached_features(cache, "train", _key(source, size, train.ids),
+    train_f = cached_features(cache, "train", cache_key(source, size, train.ids),
                               (x.permute(1, 2, 0).numpy() for x in train.images), len(train), args.device)
     rows = []
     for text, setting in zip(args.settings, settings):
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace, command: str) -> dict:
         ids = generate(model, train, picks, setting, folder)
         seconds = time.perf_counter() - start
         generated = np.stack([read_rgb(folder / "images" / f"{tile_id}.png") for tile_id in ids])
-        key = _key(model.identity, setting.steps, setting.guidance, setting.sampler, args.seed,
+        key = cache_key(model.identity, setting.steps, setting.guidance, setting.sampler, args.seed,
                    [train.ids[j] for j in picks],
                    *([] if setting.guidance_interval == "0,1" else [setting.guidance_interval]))
         gen_f = cached_features(cache, "generated", key, iter(generated), len(generated), args.device)

@@ -31,16 +31,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import cached_segmenter, machine, peak_rss_mib  # noqa: E402
-from bench_quality import DEFAULT_DATA  # noqa: E402
+from bench_quality import DEFAULT_DATA, progress  # noqa: E402
 
 from histosynth.data.manifest import load_manifest  # noqa: E402
 from histosynth.data.splits import subsample_by_case  # noqa: E402
 from histosynth.evaluation.downstream import DownstreamConfig, run_downstream, summarise  # noqa: E402
 from histosynth.io import write_json  # noqa: E402
 from histosynth.models.pipeline import LatentDiffusionModel  # noqa: E402
-from histosynth.sampling.transfer.dataset import dihedral_mask  # noqa: E402
-from histosynth.sampling.transfer.pipeline import AppearanceTransfer, TransferSettings  # noqa: E402
-from histosynth.sampling.writer import SyntheticDatasetWriter, SyntheticRow  # noqa: E402
+from histosynth.models.conditioning import dihedral_mask  # noqa: E402
+from histosynth.sampling.transfer.appearance import AppearanceTransfer, TransferSettings  # noqa: E402
+from histosynth.sampling.writer import SyntheticDatasetWriter, SyntheticRow, read_finished, write_dataset  # noqa: E402
 from histosynth.training.tensors import TileTensors, load_tile_tensors  # noqa: E402
 
 
@@ -127,7 +127,7 @@ def merge_shards(sources: list[Path], folder: Path, order: list[str]) -> int:
 
     writer = SyntheticDatasetWriter(folder)
     for source in sources:
-        for tile_id, row in SyntheticDatasetWriter(source).rows.items():
+        for tile_id, row in read_finished(source).items():
             for name in (row.image, row.mask):
                 shutil.copyfile(source / name, folder / name)
             writer.rows[tile_id] = row
@@ -138,32 +138,24 @@ def merge_shards(sources: list[Path], folder: Path, order: list[str]) -> int:
 def generate(model: LatentDiffusionModel, train: TileTensors, items, variant: str, steps: int, folder: Path,
              device: str = "cpu") -> dict:
     transfer = AppearanceTransfer(model, TransferSettings(steps=steps, adain=variant), device=device)
-    writer = SyntheticDatasetWriter(folder)
-    labels, order = model.classes.labels, [item[0] for item in items]
-    todo = [item for item in items if item[0] not in writer.done_ids()]
-    print(f"{variant}: {len(items) - len(todo)} of {len(items)} tiles there, {len(todo)} to make", flush=True)
+    labels, planned = model.classes.labels, []
+    for tile_id, x, y, k in items:
+        row = SyntheticRow.of(tile_id, label=labels[int(train.labels[x])], seed=1000 * x + k,
+                              model=transfer.backbone.identity, sampler=f"transfer-{variant}", steps=steps,
+                              guidance=transfer.settings.swap_guidance, mask_source=f"train:{train.ids[x]}")
+        planned.append((row, (x, y, dihedral_mask(train.masks[x].numpy().astype(np.uint8), k))))
+
+    def make(batch: list[tuple[SyntheticRow, tuple[int, int, np.ndarray]]]) -> list[tuple[np.ndarray, np.ndarray]]:
+        return [(transfer.transfer(train.images[y].permute(1, 2, 0).numpy(), train.masks[y].numpy().astype(np.uint8),
+                                   target, label=int(train.labels[x]), seed=row.seed, source=row.id), target)
+                for row, (x, y, target) in batch]
+
     start = time.perf_counter()
-    for n, (tile_id, x, y, k) in enumerate(todo, 1):
-        appearance = train.images[y].permute(1, 2, 0).numpy()
-        target = dihedral_mask(train.masks[x].numpy().astype(np.uint8), k)
-        seed = 1000 * x + k
-        image = transfer.transfer(appearance, train.masks[y].numpy().astype(np.uint8), target,
-                                  label=int(train.labels[x]), seed=seed, source=tile_id)
-        writer.add(SyntheticRow(id=tile_id, image=f"images/{tile_id}.png", mask=f"masks/{tile_id}.png",
-                                label=labels[int(train.labels[x])], split="synthetic", seed=seed,
-                                model=transfer.backbone.identity, sampler=f"transfer-{variant}", steps=steps,
-                                guidance=transfer.settings.swap_guidance, mask_source=f"train:{train.ids[x]}"),
-                   image, target)
-        writer.flush(order)
-        if n % 10 == 0 or n == len(todo):
-            rate = (time.perf_counter() - start) / n
-            print(f"{variant}: {n}/{len(todo)} ({rate:.1f} s/tile, ~{(len(todo) - n) * rate / 60:.0f} min left)",
-                  flush=True)
-    writer.flush(order)
-    model.classes.save(folder / "classes.json")
+    result = write_dataset(folder, planned, make, tile_size=model.tile_size, batch_size=1, classes=model.classes,
+                           on_tile=progress(variant, len(planned), every=10))
     elapsed = time.perf_counter() - start
-    return {"made": len(todo), "seconds": round(elapsed, 1),
-            "seconds_per_tile": round(elapsed / len(todo), 2) if todo else None}
+    return {"made": result.written, "seconds": round(elapsed, 1),
+            "seconds_per_tile": round(elapsed / result.written, 2) if result.written else None}
 
 
 def adherence(segmenter, tiles: TileTensors) -> dict:

@@ -43,8 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     from histosynth.data.images import read_rgb
     from histosynth.data.samples import ihc_sample_path
     from histosynth.models.pipeline import LatentDiffusionModel
-    from histosynth.sampling.transfer.dataset import dihedral_mask
-    from histosynth.sampling.transfer.pipeline import AppearanceTransfer, TransferSettings
+    from histosynth.models.conditioning import dihedral_mask
+    from histosynth.sampling.transfer.appearance import AppearanceTransfer, TransferSettings
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="src/histosynth/weights/default")

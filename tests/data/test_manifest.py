@@ -145,7 +145,7 @@ def test_mpp_is_the_shared_value_of_the_mpp_column(tmp_path: Path) -> None:
     manifest.write_text("id,image\na,a.png\n", encoding="utf-8")
     assert load_manifest(manifest).mpp is None
     from histosynth.training.config import TrainConfig
-    from histosynth.training.recipes import _provenance
+    from histosynth.training.recipes import provenance
 
     manifest.write_text("id,image,mpp\na,a.png,0.25\n", encoding="utf-8")  # recorded for `histosynth large`
-    assert _provenance(load_manifest(manifest), 1, TrainConfig(), 1.0, 1.0)["trained_on"]["mpp"] == 0.25
+    assert provenance(load_manifest(manifest), 1, TrainConfig(), 1.0, 1.0)["trained_on"]["mpp"] == 0.25

@@ -9,27 +9,17 @@ import numpy as np
 import pytest
 from testkit import read_rows, run_cli
 
-from histosynth.distributed.shards import (
-    SHARD_DIR,
-    collect_rows,
-    make_shards,
-    merge_manifest,
-    part_path,
-    plan_jobs,
-    row_dict,
-    write_rows,
-)
+from histosynth.distributed.shards import SHARD_DIR, make_shards, merge_manifest, part_path
 from histosynth.io import save_png
 from histosynth.models.pipeline import LatentDiffusionModel
-from histosynth.sampling.generate import MaskSource, generate_dataset
+from histosynth.sampling.generate import MaskSource, generate_dataset, plan_rows
 from histosynth.sampling.sampler import SamplingSettings
+from histosynth.sampling.writer import SyntheticDatasetWriter, read_finished
 
-LABELS = ["Normal", "Polyp", "Adenocarcinoma"]
 
-
-def _jobs(n: int = 3, **overrides):
+def _jobs(model: LatentDiffusionModel, n: int = 3, seed: int = 7):
     settings = SamplingSettings(steps=2, batch_size=2)
-    return plan_jobs(LABELS, "m@abc", n, [2, 0], MaskSource(None, 0.5), None, settings, seed=overrides.get("seed", 7))
+    return plan_rows(model, n, [2, 0], MaskSource(None, 0.5), settings, seed=seed)
 
 
 def test_plan_has_the_plain_samplers_ids_seeds_and_rows(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -40,67 +30,66 @@ def test_plan_has_the_plain_samplers_ids_seeds_and_rows(tiny_model_dir: Path, tm
     settings = SamplingSettings(steps=2, guidance=1.5, sampler="dpm", batch_size=2)
     source = MaskSource(masks)
     generate_dataset(model, tmp_path / "plain", 3, [1, 2], source, settings, seed=5)
-    jobs = plan_jobs(model.classes.labels, model.identity, 3, [1, 2], source, ["m0.png", "m1.png"], settings, seed=5)
-    assert [row_dict(job.row) for job in jobs] == read_rows(tmp_path / "plain" / "manifest.csv")
+    jobs = plan_rows(model, 3, [1, 2], source, settings, seed=5, mask_names=["m0.png", "m1.png"])
+    assert [job.row.record() for job in jobs] == read_rows(tmp_path / "plain" / "manifest.csv")
     assert [job.mask_index for job in jobs] == [0, 1, 0, 0, 1, 0]
 
 
 def test_plan_with_mask_model_masks_has_the_plain_samplers_rows(tiny_model_dir: Path, tmp_path: Path) -> None:
     from tiny_models import save_tiny_mask_model
 
-    from histosynth.sampling.masks import mask_model_identity
-
     model = LatentDiffusionModel.load(save_tiny_mask_model(tiny_model_dir))
     settings = SamplingSettings(steps=1, batch_size=2)
     source = MaskSource(None, model=True, model_steps=2)
     generate_dataset(model, tmp_path / "plain", 2, [0, 2], source, settings, seed=3)
-    jobs = plan_jobs(model.classes.labels, model.identity, 2, [0, 2], source, None, settings, seed=3,
-                     mask_model=mask_model_identity(model))
-    assert [row_dict(job.row) for job in jobs] == read_rows(tmp_path / "plain" / "manifest.csv")
+    jobs = plan_rows(model, 2, [0, 2], source, settings, seed=3)
+    assert [job.row.record() for job in jobs] == read_rows(tmp_path / "plain" / "manifest.csv")
     assert [job.mask_index for job in jobs] == [None] * 4  # generated from (label, seed) by the worker
 
 
-def test_shards_are_deterministic_consecutive_slices_of_the_plan() -> None:
-    jobs = _jobs(n=3)
+def test_shards_are_deterministic_consecutive_slices_of_the_plan(tiny_model_dir: Path) -> None:
+    model = LatentDiffusionModel.load(tiny_model_dir)
+    jobs = _jobs(model, n=3)
     shards = make_shards(jobs, 4)
     assert [s.id for s in shards] == ["shard_000000", "shard_000001"]
     assert [j.row.id for s in shards for j in s.jobs] == [j.row.id for j in jobs]
     assert [j.row.id for j in shards[0].jobs] == [f"adenocarcinoma_{i:06d}" for i in range(3)] + ["normal_000000"]
     assert [j.row.seed for j in shards[1].jobs] == [8, 9]
-    assert make_shards(_jobs(n=3), 4) == shards
+    assert make_shards(_jobs(model, n=3), 4) == shards
     with pytest.raises(ValueError):
         make_shards(jobs, 0)
 
 
-def _write_tile(folder: Path, row: dict[str, str]) -> None:
-    save_png(folder / row["image"], np.zeros((4, 4, 3), np.uint8))
-    save_png(folder / row["mask"], np.zeros((4, 4), np.uint8))
+def _write_tile(folder: Path, row) -> None:
+    save_png(folder / row.image, np.zeros((4, 4, 3), np.uint8))
+    save_png(folder / row.mask, np.zeros((4, 4), np.uint8))
 
 
-def test_merge_orders_by_plan_drops_unfinished_rows_and_is_idempotent(tmp_path: Path) -> None:
-    jobs = _jobs(n=3)
-    rows = [row_dict(j.row) for j in jobs]
-    order = [r["id"] for r in rows]
-    shards = make_shards(jobs, 2)
+def test_merge_orders_by_plan_drops_unfinished_rows_and_is_idempotent(tiny_model_dir: Path, tmp_path: Path) -> None:
+    rows = [job.row for job in _jobs(LatentDiffusionModel.load(tiny_model_dir), n=3)]
+    order = [r.id for r in rows]
+    shards = make_shards(_jobs(LatentDiffusionModel.load(tiny_model_dir), n=3), 2)
+    out = tmp_path / "out"
     # shard 2 finished, shard 0 half finished; one row of the old manifest lost its mask file
     for row in rows[4:6] + rows[0:1] + rows[3:4]:
-        _write_tile(tmp_path, row)
-    write_rows(part_path(tmp_path, shards[2].id), rows[4:6])
-    write_rows(part_path(tmp_path, shards[0].id), rows[0:1])
-    write_rows(tmp_path / "manifest.csv", [rows[3], rows[2]])  # rows[2] has no files
-    assert merge_manifest(tmp_path, order) == 4
-    first = (tmp_path / "manifest.csv").read_bytes()
-    assert [r["id"] for r in read_rows(tmp_path / "manifest.csv")] == [order[0], order[3], order[4], order[5]]
-    assert (tmp_path / SHARD_DIR).is_dir()  # not finished: parts kept
-    assert merge_manifest(tmp_path, order) == 4
-    assert (tmp_path / "manifest.csv").read_bytes() == first
-    assert set(collect_rows(tmp_path)) == {order[0], order[3], order[4], order[5]}
+        _write_tile(out, row)
+    for shard, done in ((shards[2], rows[4:6]), (shards[0], rows[0:1])):
+        SyntheticDatasetWriter(out, rows={r.id: r for r in done}, part=shard.id).flush()
+    SyntheticDatasetWriter(out, rows={r.id: r for r in (rows[3], rows[2])}, part=None).flush()  # rows[2]: no files
+    assert part_path(out, shards[0].id).is_file()
+    assert merge_manifest(SyntheticDatasetWriter(out), order) == 4
+    first = (out / "manifest.csv").read_bytes()
+    assert [r["id"] for r in read_rows(out / "manifest.csv")] == [order[0], order[3], order[4], order[5]]
+    assert (out / SHARD_DIR).is_dir()  # not finished: parts kept
+    assert merge_manifest(SyntheticDatasetWriter(out), order) == 4
+    assert (out / "manifest.csv").read_bytes() == first
+    assert set(read_finished(out)) == {order[0], order[3], order[4], order[5]}
     # the rest arrives (as rows the driver holds): complete, so the parts go
     for row in rows[1:3]:
-        _write_tile(tmp_path, row)
-    assert merge_manifest(tmp_path, order, {r["id"]: r for r in rows[1:3]}) == 6
-    assert read_rows(tmp_path / "manifest.csv") == rows
-    assert not (tmp_path / SHARD_DIR).exists()
+        _write_tile(out, row)
+    assert merge_manifest(SyntheticDatasetWriter(out), order, {r.id: r for r in rows[1:3]}) == 6
+    assert read_rows(out / "manifest.csv") == [r.record() for r in rows]
+    assert not (out / SHARD_DIR).exists()
 
 
 def test_ray_option_without_ray_says_how_to_install(tiny_model_dir: Path, tmp_path: Path, capsys, monkeypatch) -> None:

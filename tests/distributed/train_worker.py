@@ -55,7 +55,7 @@ def denoiser_objective():
     from histosynth.models.autoencoder import build_autoencoder
     from histosynth.training.latents import encode_dihedral, measure_latent_statistics
     from histosynth.training.objectives import DenoiserLossConfig, DenoiserObjective
-    from histosynth.training.tensors import mask_fractions
+    from histosynth.models.conditioning import mask_fractions
 
     tiles, config = make_tiles(n=8), tiny_denoiser_config()
     torch.manual_seed(0)

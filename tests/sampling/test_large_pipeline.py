@@ -16,7 +16,7 @@ from testkit import run_cli
 from histosynth.errors import InputError
 from histosynth.models.denoiser import ConditionalDenoiser, save_denoiser
 from histosynth.models.pipeline import LatentDiffusionModel
-from histosynth.sampling.large.pipeline import LargeImageRequest, generate_large_image
+from histosynth.sampling.large.image import LargeImageRequest, generate_large_image
 
 from tiny_models import CLASSES, tiny_denoiser_config
 

@@ -17,7 +17,7 @@ from histosynth.sampling.generate import MaskSource, generate_dataset
 from histosynth.sampling.masks import procedural_mask
 from histosynth.sampling.sampler import SamplingSettings, TileSampler
 from histosynth.sampling.settings import SAMPLERS
-from histosynth.training.tensors import mask_fractions
+from histosynth.models.conditioning import mask_fractions
 
 from tiny_models import TILE
 

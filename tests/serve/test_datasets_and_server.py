@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from serve_helpers import LOCAL, TILE, half_mask, png
 
-from histosynth.serve.service import GenerationResult
+from histosynth.serve.service import GeneratedTile
 
 
 def test_datasets_are_listed_paged_and_served_by_index(client) -> None:
@@ -79,7 +79,7 @@ def test_generation_runs_one_at_a_time_off_the_event_loop(live_server) -> None:
         time.sleep(1.0)
         with lock:
             active[0] -= 1
-        return GenerationResult(np.zeros((TILE, TILE, 3), np.uint8), 1.0)
+        return GeneratedTile(np.zeros((TILE, TILE, 3), np.uint8), 1.0)
 
     service.run = slow_run
     with ThreadPoolExecutor(4) as pool:
@@ -97,7 +97,7 @@ def test_a_full_queue_answers_429(live_server) -> None:
 
     def slow_run(request):
         time.sleep(0.5)
-        return GenerationResult(np.zeros((TILE, TILE, 3), np.uint8), 0.5)
+        return GeneratedTile(np.zeros((TILE, TILE, 3), np.uint8), 0.5)
 
     app.state.service.run = slow_run
     with ThreadPoolExecutor(4) as pool:

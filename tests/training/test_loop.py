@@ -22,7 +22,7 @@ from histosynth.training.objectives import (
     DenoiserObjective,
 )
 from histosynth.training.run import start_or_resume
-from histosynth.training.tensors import mask_fractions
+from histosynth.models.conditioning import mask_fractions
 
 from tiny_models import make_tiles, tiny_autoencoder_config, tiny_denoiser_config, tiny_train_config
 

@@ -16,7 +16,7 @@ pytest.importorskip("transformers", reason="Stable Diffusion folders need the 't
 from histosynth.cli.app import main  # noqa: E402
 from histosynth.errors import ModelFolderError  # noqa: E402
 from histosynth.sampling.transfer.load import load_backbone  # noqa: E402
-from histosynth.sampling.transfer.pipeline import AppearanceTransfer, TransferSettings, render_mask  # noqa: E402
+from histosynth.sampling.transfer.appearance import AppearanceTransfer, TransferSettings, render_mask  # noqa: E402
 from histosynth.sampling.transfer.stable_diffusion import StableDiffusionBackbone  # noqa: E402
 
 SIDE = 32  # image px; the tiny VAE halves it once, the tiny UNet has two levels

@@ -12,7 +12,7 @@ import torch
 from histosynth.errors import InputError
 from histosynth.models.pipeline import LatentDiffusionModel
 from histosynth.sampling.sampler import SamplingSettings, TileSampler
-from histosynth.sampling.transfer.pipeline import AppearanceTransfer, TransferSettings, render_mask
+from histosynth.sampling.transfer.appearance import AppearanceTransfer, TransferSettings, render_mask
 
 from tiny_models import TILE, make_tiles
 
@@ -106,7 +106,7 @@ def _ihc_field() -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_an_appearance_of_any_size_is_cropped_and_resized_to_the_tile() -> None:
-    from histosynth.sampling.transfer.pipeline import fit_appearance
+    from histosynth.sampling.transfer.appearance import fit_appearance
 
     image, raw = _ihc_field()
     fitted, mask = fit_appearance(image, raw // 255, TILE)

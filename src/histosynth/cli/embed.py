@@ -34,7 +34,7 @@ def embed(
     obs = manifest rows (tile path, label, case, split; x, y for slides), X = embeddings, uns = encoder
     identity. Features are cached by file hash; rerunning a killed command resumes."""
     from histosynth.checks import check_device
-    from histosynth.cli.tile import _late_bar  # bars appear once the input has been read and checked
+    from histosynth.cli.progress import late_bar  # bars appear once the input has been read and checked
     from histosynth.data.slides.outputs import check_out_dir
     from histosynth.embeddings.embed import (
         default_tiles_dir,
@@ -44,12 +44,13 @@ def embed(
     )
     from histosynth.embeddings.store import check_suffix
     from histosynth.encoders.registry import get_encoder
-    from histosynth.evaluation.features import default_cache_dir
+    from histosynth.evaluation.features import prepare_cache_dir
     from histosynth.io import prepare_output_file
 
     check_suffix(out)
     prepare_output_file(out)
     check_device(device)
+    cache = prepare_cache_dir(cache)
     if not source.exists():
         from histosynth.errors import InputError
 
@@ -63,11 +64,11 @@ def embed(
 
         options = TilingOptions(tile_size=tile_size, level=level, mpp=mpp, min_tissue=min_tissue)
         tiles = tiles or default_tiles_dir(out)
-        with _late_bar("tiling") as (on_total, advance):
+        with late_bar("tiling") as (on_total, advance):
             cut = tile_for_embedding(source, tiles, options, on_tile=advance, on_total=on_total)
         manifest, extra_obs, extra_uns = cut.manifest, {"case": cut.case}, cut.facts
-    with _late_bar(f"embedding ({enc.name})") as (on_total, advance):
-        result = embed_manifest(manifest, enc, out, cache or default_cache_dir(), batch_size, on_batch=advance,
+    with late_bar(f"embedding ({enc.name})") as (on_total, advance):
+        result = embed_manifest(manifest, enc, out, cache, batch_size, on_batch=advance,
                                 extra_obs=extra_obs, extra_uns=extra_uns, on_total=on_total)
     typer.echo(f"{result.tiles} tiles x {result.dim} ({result.identity}) -> {result.path}")
 
@@ -91,14 +92,14 @@ def prototypes(
     """Per-group k-means prototypes of tile embeddings, k at the elbow of the within-cluster sum of squares;
     writes every tile's prototype ("<group>/<k>") and id, the elbow curves, a contact sheet of each
     prototype's nearest tiles, and per-case prototype maps (slides) or histograms (tile manifests)."""
-    from histosynth.cli.tile import _late_bar
+    from histosynth.cli.progress import late_bar
     from histosynth.embeddings.build import PrototypeSettings, build_prototypes
     from histosynth.io import prepare_output_dir
 
     prepare_output_dir(out, kind="prototypes")
     grouping = None if group_by is None or group_by.lower() in ("", "none") else group_by
     settings = PrototypeSettings(grouping, k_max, k, max_fit, seed, nearest, case_column)
-    with _late_bar("prototypes") as (on_total, advance):  # drawn once the input has been read and checked
+    with late_bar("prototypes") as (on_total, advance):  # drawn once the input has been read and checked
         result = build_prototypes(embeddings, out, settings, on_step=advance, on_total=on_total)
     for curve in result.prototypes.curves:
         typer.echo(f"{curve.group}: k={curve.k} ({curve.n_tiles} tiles, {curve.n_fit} fitted)")

@@ -49,7 +49,7 @@ def large(
     from histosynth.errors import InputError
     from histosynth.io import prepare_output_file
     from histosynth.models.pipeline import LatentDiffusionModel
-    from histosynth.sampling.large.pipeline import LargeImageRequest, check_request, generate_large_image
+    from histosynth.sampling.large.image import LargeImageRequest, check_request, generate_large_image
     from histosynth.sampling.large.samplers import METHODS
     from histosynth.weights import default_model_dir
 

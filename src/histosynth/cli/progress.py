@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 
@@ -26,9 +26,8 @@ class ProgressHandle:
         self._progress.update(self._task, status=text)
 
 
-@contextlib.contextmanager
-def progress_bar(description: str, total: int | None) -> Iterator[ProgressHandle]:
-    """Yield a :class:`ProgressHandle` for a bar with count, elapsed and remaining time."""
+def _progress(status: bool) -> Any:
+    """A rich ``Progress`` on stderr: description, bar, count, elapsed and remaining time (and a status)."""
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -39,14 +38,36 @@ def progress_bar(description: str, total: int | None) -> Iterator[ProgressHandle
         TimeRemainingColumn,
     )
 
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[status]}"),
-    )
-    with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TimeRemainingColumn()] + ([TextColumn("{task.fields[status]}")] if status else [])
+    return Progress(*columns, console=Console(stderr=True), transient=False)
+
+
+@contextlib.contextmanager
+def progress_bar(description: str, total: int | None) -> Iterator[ProgressHandle]:
+    """Yield a :class:`ProgressHandle` for a bar with count, elapsed and remaining time."""
+    with _progress(status=True) as progress:
         task = progress.add_task(description, total=total, status="")
         yield ProgressHandle(progress, task)
+
+
+@contextlib.contextmanager
+def late_bar(description: str) -> Iterator[tuple[Callable[[int], None], Callable[[int], None]]]:
+    """Yield ``(on_total, advance)`` for a rich bar on stderr that appears only once the total is
+    known, so an error found while reading the input (a slide, a folder of masks) stays a single line."""
+    state: dict[str, Any] = {}
+
+    def on_total(total: int) -> None:
+        progress = _progress(status=False)
+        progress.start()
+        state["progress"], state["task"] = progress, progress.add_task(description, total=total)
+
+    def advance(n: int = 1) -> None:
+        if "progress" in state:
+            state["progress"].advance(state["task"], n)
+
+    try:
+        yield on_total, advance
+    finally:
+        if "progress" in state:
+            state["progress"].stop()

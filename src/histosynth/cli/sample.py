@@ -111,7 +111,7 @@ def sample(
         typer.echo(note)
     settings = SamplingSettings(steps=steps, guidance=guidance, sampler=sampler, batch_size=batch_size,
                                 guidance_interval=parse_interval(guidance_interval))
-    check_output(loaded, out, n, ids, source, settings, seed, device="cpu" if ray else device)  # before the bar
+    check_output(loaded, out, n, ids, source, settings, seed)  # every one-line refusal before the bar
     with progress_bar("sampling", n * len(ids)) as advance:
         if ray is not None:
             from histosynth.distributed.ray_generate import generate_dataset_ray

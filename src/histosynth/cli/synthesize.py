@@ -22,14 +22,12 @@ def _check_out(out: Path, device: str, seed: int, count: int) -> None:
     """One line, before the model loads, for a bad device or seed, or an ``out`` that cannot be written
     or holds someone else's files (anything but a guided set: a manifest with a prototype column)."""
     from histosynth.checks import check_device, check_seed
-    from histosynth.io import prepare_output_dir
-    from histosynth.sampling.guidance import GUIDED_COLUMNS
-    from histosynth.sampling.writer import LAYOUT
+    from histosynth.sampling.guidance import GUIDED_COLUMNS, GUIDED_KIND
+    from histosynth.sampling.writer import check_folder
 
     check_seed(seed, count)
     check_device(device)
-    prepare_output_dir(out, kind="sample --like/--prototype or synthesize-balanced", columns=GUIDED_COLUMNS,
-                       layout=LAYOUT)
+    check_folder(out, GUIDED_COLUMNS, GUIDED_KIND)
 
 
 def _settings(steps: int, guidance: float, sampler: str, batch_size: int, like_weight: float = 2.0,
@@ -57,6 +55,7 @@ def guided_sample(
     from histosynth.errors import InputError
     from histosynth.models.pipeline import LatentDiffusionModel
     from histosynth.sampling.guidance import (
+        check_guided_output,
         embed_reference,
         generate_guided,
         like_tiles,
@@ -88,6 +87,7 @@ def guided_sample(
         classifier, names, identity = load_guidance_classifier(prototype_classifier, loaded)
         proto = resolve_prototype(prototype, names, prototype_classifier)
         tiles = prototype_tiles([proto], names, n, label_id, pick, seed, prototype_guidance, identity)
+    check_guided_output(loaded, out, tiles, settings)  # a rerun with other settings: one line, before the bar
     with progress_bar("sampling", len(tiles)) as advance:
         result = generate_guided(loaded, out, tiles, settings, classifier, device, on_tile=advance)
     typer.echo(f"{result.written} tiles written, {result.skipped_existing} already there -> {result.folder}")
@@ -120,7 +120,12 @@ def synthesize_balanced(
     from histosynth.cli.progress import progress_bar
     from histosynth.models.pipeline import LatentDiffusionModel
     from histosynth.models.prototype_classifier import resolve_prototype
-    from histosynth.sampling.guidance import generate_guided, load_guidance_classifier, prototype_tiles
+    from histosynth.sampling.guidance import (
+        check_guided_output,
+        generate_guided,
+        load_guidance_classifier,
+        prototype_tiles,
+    )
     from histosynth.weights import default_model_dir
 
     settings = _settings(steps, guidance, "ddim", batch_size, prototype_guidance=prototype_guidance)
@@ -132,6 +137,7 @@ def synthesize_balanced(
     label_id, pick = _condition(loaded, label, masks, foreground, seed)
     tiles = prototype_tiles(list(dict.fromkeys(chosen)), names, per_prototype, label_id, pick, seed,
                             prototype_guidance, identity)
+    check_guided_output(loaded, out, tiles, settings)  # a rerun with other settings: one line, before the bar
     with progress_bar("sampling", len(tiles)) as advance:
         result = generate_guided(loaded, out, tiles, settings, classifier, device, on_tile=advance)
     typer.echo(f"{result.written} tiles written, {result.skipped_existing} already there, "

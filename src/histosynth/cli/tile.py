@@ -2,49 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 
 from histosynth.errors import InputError
-
-
-@contextlib.contextmanager
-def _late_bar(description: str) -> Iterator[tuple[Callable[[int], None], Callable[[int], None]]]:
-    """Yield ``(on_total, advance)`` for a rich bar on stderr that appears only once the total is
-    known, so an error found while opening the slide stays a single line."""
-    state: dict[str, Any] = {}
-
-    def on_total(total: int) -> None:
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True),
-        )
-        progress.start()
-        state["progress"], state["task"] = progress, progress.add_task(description, total=total)
-
-    def advance(n: int = 1) -> None:
-        if "progress" in state:
-            state["progress"].advance(state["task"], n)
-
-    try:
-        yield on_total, advance
-    finally:
-        if "progress" in state:
-            state["progress"].stop()
 
 
 def tile(
@@ -64,6 +27,7 @@ def tile(
 
     Rerun the same command to resume; tiles already on disk are kept.
     """
+    from histosynth.cli.progress import late_bar
     from histosynth.data.slides.tiler import TilingOptions, tile_slide
 
     if level is not None and mpp is not None:
@@ -74,7 +38,7 @@ def tile(
         tile_size=tile_size, level=level, mpp=mpp, overlap=overlap, min_tissue=min_tissue,
         label=label, split=split,
     )
-    with _late_bar("tiling") as (on_total, advance):
+    with late_bar("tiling") as (on_total, advance):
         result = tile_slide(slide, out, options, on_tile=advance, on_total=on_total)
     typer.echo(
         f"{result.kept} tissue tiles of {result.candidates} candidates "

@@ -38,13 +38,13 @@ def transfer(
     """Lay the look of one real (image, mask) onto other masks without training: inversion, cross-image
     attention and class-masked AdaIN (seed 002). Writes a synthetic dataset with the target masks."""
     from histosynth.checks import check_device, check_seed
-    from histosynth.cli.tile import _late_bar
+    from histosynth.cli.progress import late_bar
     from histosynth.data.images import read_mask, read_raw_mask, read_rgb
     from histosynth.errors import InputError
     from histosynth.sampling.writer import check_folder
     from histosynth.sampling.transfer.load import is_stable_diffusion_folder, load_backbone
     from histosynth.sampling.transfer.dataset import transfer_dataset
-    from histosynth.sampling.transfer.pipeline import AppearanceTransfer, TransferSettings, fit_appearance
+    from histosynth.sampling.transfer.appearance import AppearanceTransfer, TransferSettings, fit_appearance
     from histosynth.weights import default_model_dir
 
     if adain not in ("alternate", "all", "plain", "none"):
@@ -67,7 +67,7 @@ def transfer(
     runner = AppearanceTransfer(backbone, TransferSettings(steps=steps, swap_guidance=swap_guidance, adain=adain))
     if not target_masks.is_dir():
         raise InputError("target mask folder not found", target_masks)
-    with _late_bar("transferring") as (on_total, advance):  # drawn once every mask has been read and checked
+    with late_bar("transferring") as (on_total, advance):  # drawn once every mask has been read and checked
         result = transfer_dataset(runner, image, mask, target_masks, out, rounds, select, label_id, seed, raw_masks,
                                   on_tile=advance, on_total=on_total)
     typer.echo(f"{result.written} tiles written, {result.skipped_existing} already there "

@@ -24,26 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from histosynth.distributed.shards import (
-    Row,
-    Shard,
-    TileJob,
-    collect_rows,
-    make_shards,
-    merge_manifest,
-    part_path,
-    plan_jobs,
-    prepare_folder,
-    read_rows,
-    row_dict,
-    write_manifest,
-    write_rows,
-)
+from histosynth.distributed.shards import Shard, make_shards, merge_manifest
 from histosynth.errors import HistosynthError
 from histosynth.models.pipeline import LatentDiffusionModel
-from histosynth.sampling.generate import GenerationResult, MaskSource, _load_folder_masks
-from histosynth.sampling.masks import mask_model_identity
+from histosynth.sampling.generate import MaskSource, plan_request, tile_maker
 from histosynth.sampling.sampler import SamplingSettings, TileSampler
+from histosynth.sampling.writer import GenerationResult, SyntheticDatasetWriter, SyntheticRow, check_plan, write_tiles
 
 INSTALL_HINT = "pip install 'histosynth[ray]' (or: pip install ray)"
 #: Shards queued on each actor, so it starts the next one without waiting for the driver.
@@ -69,39 +55,15 @@ class ShardWorker:
         import torch
 
         torch.set_num_threads(max(1, threads))
-        self.sampler = TileSampler(LatentDiffusionModel.load(model_dir), settings, device)
-        self.settings, self.out, self.masks, self.device = settings, Path(out), masks, device
-        self.folder_masks = list(folder_masks) if folder_masks is not None else None
+        sampler = TileSampler(LatentDiffusionModel.load(model_dir), settings, device)
+        self.make = tile_maker(sampler, masks, list(folder_masks) if folder_masks is not None else None)
+        self.settings, self.out, self.tile_size = settings, Path(out), sampler.tile_size
 
-    def _masks(self, jobs: Sequence[TileJob]) -> list[np.ndarray]:
-        """The jobs' masks, as the plain sampler makes them (each from its own label and seed only)."""
-        from histosynth.sampling.masks import procedural_mask
-
-        if self.masks.kind == "model":  # one at a time inside: the same mask whatever the batch
-            generated = self.masks.model_masks(self.sampler.model, [job.label for job in jobs],
-                                               [job.row.seed for job in jobs], self.device)
-            return list(generated)
-        return [self.folder_masks[job.mask_index] if job.mask_index is not None
-                else procedural_mask(self.sampler.tile_size, self.masks.foreground, job.row.seed) for job in jobs]
-
-    def run(self, shard: Shard) -> tuple[list[Row], int]:
+    def run(self, shard: Shard) -> tuple[list[SyntheticRow], int]:
         """Sample the shard's unfinished tiles; returns (the shard's finished rows, tiles sampled now)."""
-        from histosynth.io import save_png
-
-        path = part_path(self.out, shard.id)
-        rows = read_rows(path, self.out)
-        todo = [job for job in shard.jobs if job.row.id not in rows]
-        ordered = [job.row.id for job in shard.jobs]
-        for start in range(0, len(todo), self.settings.batch_size):
-            batch = todo[start:start + self.settings.batch_size]
-            masks = self._masks(batch)
-            images = self.sampler.sample([job.label for job in batch], masks, [job.row.seed for job in batch])
-            for job, image, mask in zip(batch, images, masks):
-                save_png(self.out / job.row.image, image)
-                save_png(self.out / job.row.mask, mask.astype(np.uint8))
-                rows[job.row.id] = row_dict(job.row)
-            write_rows(path, [rows[i] for i in ordered if i in rows])
-        return [rows[i] for i in ordered if i in rows], len(todo)
+        writer = SyntheticDatasetWriter(self.out, self.tile_size, part=shard.id)
+        written, _ = write_tiles(writer, [(job.row, job) for job in shard.jobs], self.make, self.settings.batch_size)
+        return [writer.rows[job.row.id] for job in shard.jobs if job.row.id in writer.rows], written
 
 
 def check_ray_address(address: str, timeout: float = 10.0) -> Any:
@@ -181,15 +143,11 @@ def generate_dataset_ray(
     """
     ray = check_ray_address(address)
     out = Path(out)
-    check = TileSampler(model, settings, "cpu")
-    folder_masks = _load_folder_masks(masks.folder, check) if masks.folder else None
-    names = [name for name, _ in folder_masks] if folder_masks else None
-    mask_model = mask_model_identity(model) if masks.kind == "model" else ""  # no mask model: one line, here
-    jobs = plan_jobs(model.classes.labels, model.identity, n, labels, masks, names, settings, seed, mask_model)
+    jobs, folder_masks = plan_request(model, n, labels, masks, settings, seed)
+    finished = check_plan(out, [job.row for job in jobs], model.tile_size)  # one line for anything wrong, first
     order = [job.row.id for job in jobs]
-    prepare_folder(out)
-    rows = collect_rows(out)
-    pending = [Shard(s.id, tuple(j for j in s.jobs if j.row.id not in rows))
+    writer = SyntheticDatasetWriter(out, model.tile_size, finished)  # prepares the folder
+    pending = [Shard(s.id, tuple(j for j in s.jobs if j.row.id not in writer.rows))
                for s in make_shards(jobs, settings.batch_size * shard_batches)]
     pending = [shard for shard in pending if shard.jobs]
     skipped = len(order) - sum(len(shard.jobs) for shard in pending)
@@ -197,14 +155,14 @@ def generate_dataset_ray(
         on_tile(skipped)
     written, last_merge = 0, time.monotonic()
 
-    def finished(shard: Shard, shard_rows: list[Row], sampled: int) -> None:
+    def done(shard: Shard, shard_rows: list[SyntheticRow], sampled: int) -> None:
         nonlocal written, last_merge
         written += sampled
-        rows.update((row["id"], row) for row in shard_rows)
+        writer.rows.update((row.id, row) for row in shard_rows)
         if on_tile is not None:
             on_tile(len(shard.jobs))
         if time.monotonic() - last_merge > merge_every_s:  # a killed driver still leaves a fresh manifest
-            write_manifest(out, order, rows)
+            writer.flush(order)
             last_merge = time.monotonic()
 
     if pending:
@@ -214,19 +172,19 @@ def generate_dataset_ray(
             count = _worker_count(ray, gpu, workers, cpus_per_worker, len(pending))
             actor_class = ray.remote(num_cpus=cpus_per_worker, num_gpus=1 if gpu else 0)(ShardWorker)
             arguments = (str(model.folder), settings, "cuda" if gpu else "cpu", str(out.resolve()), masks,
-                         [mask for _, mask in folder_masks] if folder_masks else None, cpus_per_worker)
-            _dispatch(ray, lambda: actor_class.remote(*arguments), count, pending, max_attempts, finished)
+                         folder_masks, cpus_per_worker)
+            _dispatch(ray, lambda: actor_class.remote(*arguments), count, pending, max_attempts, done)
         finally:
             if started:
                 ray.shutdown()
-        prepare_folder(out)  # no worker runs now: drop temporaries a killed actor left behind
-    merge_manifest(out, order, rows)
+        writer.clean()  # no worker runs now: drop temporaries a killed actor left behind
+    merge_manifest(writer, order, dict(writer.rows))
     model.classes.save(out / "classes.json")
     return GenerationResult(out, written, skipped)
 
 
 def _dispatch(ray: Any, make_actor: Callable[[], Any], count: int, pending: Sequence[Shard], max_attempts: int,
-              finished: Callable[[Shard, list[Row], int], None]) -> None:
+              finished: Callable[[Shard, list[SyntheticRow], int], None]) -> None:
     """Run every shard on ``count`` actors; a dead actor is replaced and its shards queued again first."""
     from ray.exceptions import RayActorError, RayTaskError
 

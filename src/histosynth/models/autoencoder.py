@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from histosynth.models.folder import load_weights, read_folder_config, require_files, write_folder_manifest
 
 if TYPE_CHECKING:
+    import torch
     from diffusers import AutoencoderKL
 
 KIND = "autoencoder"
@@ -40,6 +41,21 @@ class AutoencoderConfig(BaseModel):
     @property
     def latent_size(self) -> int:
         return self.tile_size // self.downsample
+
+    def scale(self, z: torch.Tensor) -> torch.Tensor:
+        """Autoencoder latents -> the diffusion model's: ``(z - latent_shift) * scaling_factor``."""
+        return (z - _shift(self, z)) * self.scaling_factor
+
+    def unscale(self, latents: torch.Tensor) -> torch.Tensor:
+        """The diffusion model's latents -> the autoencoder's: ``latents / scaling_factor + latent_shift``."""
+        return latents / self.scaling_factor + _shift(self, latents)
+
+
+def _shift(config: AutoencoderConfig, like: torch.Tensor) -> torch.Tensor:
+    """The per-channel shift as a (1, C, 1, 1) float32 tensor on ``like``'s device."""
+    import torch
+
+    return torch.tensor(list(config.latent_shift), device=like.device).view(1, -1, 1, 1)
 
 
 def build_autoencoder(config: AutoencoderConfig) -> AutoencoderKL:

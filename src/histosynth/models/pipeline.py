@@ -7,10 +7,11 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from histosynth.data.classes import CLASS_FILE_NAME, ClassList
-from histosynth.errors import ModelFolderError
+from histosynth.errors import InputError, ModelFolderError
 from histosynth.models.autoencoder import AutoencoderConfig, load_autoencoder
 from histosynth.models.denoiser import ConditionalDenoiser, load_denoiser
 from histosynth.models.folder import read_folder_manifest
@@ -80,6 +81,32 @@ class LatentDiffusionModel:
         parts = (file_digest(self.folder / DENOISER_DIR / WEIGHTS_NAME),
                  file_digest(self.folder / AUTOENCODER_DIR / AUTOENCODER_WEIGHTS))
         return f"{self.folder.name}@{hashlib.sha256(':'.join(parts).encode()).hexdigest()[:12]}"
+
+    @property
+    def tile_size(self) -> int:
+        return self.autoencoder_config.tile_size
+
+    def check_mask(self, mask: np.ndarray, source: str = "mask") -> None:
+        """A mask must be tile-sized and hold valid class ids (one line naming ``source`` otherwise)."""
+        size, known = self.tile_size, self.classes.num_mask_classes
+        if mask.shape != (size, size):
+            raise InputError(f"mask is {mask.shape[1]}x{mask.shape[0]}, the model makes {size}x{size} tiles", source)
+        if mask.max(initial=0) >= known:
+            raise InputError(f"mask holds class id {int(mask.max())} but the model knows {known} mask classes", source)
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Images N x 3 x H x W in [-1, 1] (on the autoencoder's device) -> the diffusion model's latents:
+        posterior means, shifted and scaled."""
+        return self.autoencoder_config.scale(self.autoencoder.encode(images).latent_dist.mean)
+
+    @torch.inference_mode()
+    def decode(self, latents: torch.Tensor) -> np.ndarray:
+        """The diffusion model's latents -> uint8 images N x H x W x 3 (on the autoencoder's device)."""
+        latents = latents.to(next(self.autoencoder.parameters()).device)
+        images = self.autoencoder.decode(self.autoencoder_config.unscale(latents)).sample
+        images = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        return images.permute(0, 2, 3, 1).cpu().numpy()
 
     def to(self, device: torch.device | str) -> LatentDiffusionModel:
         self.autoencoder.to(device)

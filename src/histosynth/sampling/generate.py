@@ -9,20 +9,19 @@ from pathlib import Path
 
 import numpy as np
 
-from histosynth.data.images import read_mask
 from histosynth.checks import check_seed
 from histosynth.errors import InputError
-from histosynth.io import check_free_space
 from histosynth.models.pipeline import LatentDiffusionModel
 from histosynth.sampling.masks import (
     MASK_MODEL_GUIDANCE,
     MASK_MODEL_STEPS,
     generate_tile_masks,
+    load_folder_masks,
     mask_model_identity,
     procedural_mask,
 )
 from histosynth.sampling.sampler import SamplingSettings, TileSampler
-from histosynth.sampling.writer import SyntheticDatasetWriter, SyntheticRow, check_resume, read_finished
+from histosynth.sampling.writer import GenerationResult, SyntheticRow, check_plan, write_dataset
 
 
 @dataclass
@@ -79,29 +78,19 @@ def choose_mask_source(model: LatentDiffusionModel, choice: str | None, foregrou
     return MaskSource(Path(choice), foreground), None
 
 
-@dataclass
-class GenerationResult:
-    folder: Path
-    written: int
-    skipped_existing: int
+@dataclass(frozen=True)
+class TileJob:
+    """One planned tile of :func:`generate_dataset`: its manifest row, class id and mask (folder index, or
+    None: generated from ``(label, row.seed)`` as the run's mask source says, procedurally or by the mask model)."""
+
+    row: SyntheticRow
+    label: int
+    mask_index: int | None
 
 
-def _slug(label: str) -> str:
+def slug(label: str) -> str:
+    """A label as an id prefix: lower case, runs of other characters than letters and digits as ``-``."""
     return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")
-
-
-def _load_folder_masks(folder: Path, sampler: TileSampler) -> list[tuple[str, np.ndarray]]:
-    if not folder.is_dir():
-        raise InputError("mask folder not found", folder)
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png")
-    if not files:
-        raise InputError("mask folder holds no .png masks", folder)
-    masks = []
-    for path in files:
-        mask = read_mask(path, sampler.model.classes)
-        sampler.check_mask(mask, str(path))
-        masks.append((path.name, mask))
-    return masks
 
 
 MAX_PER_CLASS = 1_000_000  # ids carry six digits
@@ -114,49 +103,63 @@ def check_request(n: int, seed: int) -> None:
     check_seed(seed, n)
 
 
-def tile_bytes(tile_size: int) -> int:
-    """Disk space one tile may take: its image and mask uncompressed (PNG seldom beats that by much on H&E)."""
-    return tile_size * tile_size * 4
-
-
 def plan_rows(model: LatentDiffusionModel, n: int, labels: list[int], masks: MaskSource, settings: SamplingSettings,
-              seed: int = 0, mask_names: list[str] | None = None) -> list[tuple[SyntheticRow, int]]:
-    """Every tile of the request with its class id, in manifest order: tile ``i`` of a label has id
-    ``<label-slug>_<i:06d>``, seed ``seed + i`` and (folder masks) mask ``mask_names[i % len]``."""
+              seed: int = 0, mask_names: list[str] | None = None) -> list[TileJob]:
+    """Every tile of the request, in manifest order: tile ``i`` of a label has id ``<label-slug>_<i:06d>``,
+    seed ``seed + i`` and (folder masks) mask ``mask_names[i % len]``. Its pixels and mask depend on
+    nothing else, so Ray shards of the plan write the same files."""
     generated = masks.describe(mask_model_identity(model) if masks.kind == "model" else "")
     identity = model.identity
     planned = []
     for label in labels:
         name = model.classes.labels[label]
         for i in range(n):
-            tile_id = f"{_slug(name)}_{i:06d}"
-            source = f"{masks.folder.name}/{mask_names[i % len(mask_names)]}" if masks.folder and mask_names \
-                else generated
-            planned.append((SyntheticRow(
-                id=tile_id, image=f"images/{tile_id}.png", mask=f"masks/{tile_id}.png", label=name, split="synthetic",
-                seed=seed + i, model=identity, sampler=settings.sampler, steps=settings.steps,
-                guidance=settings.guidance_record, mask_source=source), label))
+            index = i % len(mask_names) if masks.folder and mask_names else None
+            source = generated if index is None else f"{masks.folder.name}/{mask_names[index]}"
+            row = SyntheticRow.of(f"{slug(name)}_{i:06d}", label=name, seed=seed + i, model=identity,
+                                  sampler=settings.sampler, steps=settings.steps, guidance=settings.guidance_record,
+                                  mask_source=source)
+            planned.append(TileJob(row, label, index))
     return planned
 
 
-def check_plan(out: str | Path, planned: list[SyntheticRow], tile_size: int) -> dict[str, SyntheticRow]:
-    """The finished rows of ``out`` once every check has passed, with nothing written: the folder is
-    writable and ours, its tiles come from the same model and settings, and the missing tiles fit on disk."""
-    finished = read_finished(out, tile_size)
-    check_resume(out, finished, planned)
-    pending = sum(row.id not in finished for row in planned)
-    check_free_space(out, pending * tile_bytes(tile_size), f"writing {pending:,} tiles of {tile_size} px")
-    return finished
+def tile_maker(sampler: TileSampler, masks: MaskSource,
+               folder_masks: list[np.ndarray] | None) -> Callable[[list[tuple[SyntheticRow, TileJob]]], list]:
+    """The plain tile maker: a batch of planned tiles -> (image, mask) each, every mask from its own job only."""
+    model, size = sampler.model, sampler.tile_size
+
+    def make(batch: list[tuple[SyntheticRow, TileJob]]) -> list[tuple[np.ndarray, np.ndarray]]:
+        jobs = [job for _, job in batch]
+        if masks.kind == "model":  # one at a time inside: the same mask whatever the batch
+            tile_masks = list(masks.model_masks(model, [j.label for j in jobs], [j.row.seed for j in jobs],
+                                                sampler.device))
+        else:
+            tile_masks = [folder_masks[j.mask_index] if folder_masks is not None and j.mask_index is not None
+                          else procedural_mask(size, masks.foreground, j.row.seed) for j in jobs]
+        images = sampler.sample([j.label for j in jobs], tile_masks, [j.row.seed for j in jobs])
+        return list(zip(images, tile_masks))
+
+    return make
+
+
+def plan_request(model: LatentDiffusionModel, n: int, labels: list[int], masks: MaskSource, settings: SamplingSettings,
+                 seed: int) -> tuple[list[TileJob], list[np.ndarray] | None]:
+    """The request checked and planned, with the folder masks (read and checked) when masks come from one."""
+    check_request(n, seed)
+    if masks.folder is None:
+        return plan_rows(model, n, labels, masks, settings, seed), None
+    named = load_folder_masks(masks.folder, model)
+    names, folder_masks = [name for name, _ in named], [mask for _, mask in named]
+    return plan_rows(model, n, labels, masks, settings, seed, names), folder_masks
 
 
 def check_output(model: LatentDiffusionModel, out: str | Path, n: int, labels: list[int], masks: MaskSource,
-                 settings: SamplingSettings, seed: int = 0, device: str = "cpu") -> None:
+                 settings: SamplingSettings, seed: int = 0) -> list[TileJob]:
     """Every check :func:`generate_dataset` makes before it writes, for callers that want them done before
-    a progress bar starts, or that write with another engine (Ray)."""
-    check_request(n, seed)
-    sampler = TileSampler(model, settings, device)
-    names = [name for name, _ in _load_folder_masks(masks.folder, sampler)] if masks.folder else None
-    check_plan(out, [row for row, _ in plan_rows(model, n, labels, masks, settings, seed, names)], sampler.tile_size)
+    a progress bar starts, or that write with another engine (Ray); returns the plan."""
+    planned, _ = plan_request(model, n, labels, masks, settings, seed)
+    check_plan(out, [job.row for job in planned], model.tile_size)
+    return planned
 
 
 def generate_dataset(
@@ -175,43 +178,10 @@ def generate_dataset(
 
     Ids are ``<label-slug>_<i>``, so a rerun skips finished tiles and produces the same set. Bad
     requests, an ``out`` that is not ours, and a rerun with another model or settings fail in one
-    line before anything is written (see :func:`check_plan`).
+    line before anything is written (see :func:`~histosynth.sampling.writer.check_plan`).
     """
-    check_request(n, seed)
+    planned, folder_masks = plan_request(model, n, labels, masks, settings, seed)
     sampler = TileSampler(model, settings, device)
-    folder_masks = _load_folder_masks(masks.folder, sampler) if masks.folder else None
-    from_model = masks.kind == "model"
-    planned = plan_rows(model, n, labels, masks, settings, seed, [m[0] for m in folder_masks] if folder_masks else None)
-    order = [row.id for row, _ in planned]
-    finished = check_plan(out, [row for row, _ in planned], sampler.tile_size)
-    writer = SyntheticDatasetWriter(out, sampler.tile_size, rows=finished)
-    done = writer.done_ids()
-    jobs = []
-    for index, (row, label) in enumerate(planned):
-        if row.id in done:
-            continue
-        i = index % n
-        if folder_masks:
-            mask = folder_masks[i % len(folder_masks)][1]
-        elif from_model:  # generated per batch, below: the progress bar moves and memory stays small
-            mask = None
-        else:
-            mask = procedural_mask(sampler.tile_size, masks.foreground, row.seed)
-        jobs.append((row, label, mask))
-    skipped = len(order) - len(jobs)
-    if on_tile is not None and skipped:
-        on_tile(skipped)
-    for start in range(0, len(jobs), settings.batch_size):
-        batch = jobs[start:start + settings.batch_size]
-        if from_model:
-            generated = masks.model_masks(model, [j[1] for j in batch], [j[0].seed for j in batch], device)
-            batch = [(row, label, mask) for (row, label, _), mask in zip(batch, generated)]
-        images = sampler.sample([j[1] for j in batch], [j[2] for j in batch], [j[0].seed for j in batch])
-        for (row, _, mask), image in zip(batch, images):
-            writer.add(row, image, mask)
-        writer.flush(order)
-        if on_tile is not None:
-            on_tile(len(batch))
-    writer.flush(order)
-    model.classes.save(Path(out) / "classes.json")
-    return GenerationResult(Path(out), len(jobs), skipped)
+    return write_dataset(out, [(job.row, job) for job in planned], tile_maker(sampler, masks, folder_masks),
+                         tile_size=model.tile_size, batch_size=settings.batch_size, classes=model.classes,
+                         on_tile=on_tile)

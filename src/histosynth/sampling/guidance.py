@@ -6,14 +6,14 @@
   converted for v-prediction (``v <- v + d_eps / sqrt(a_t)``, the same step as the guided eps).
 - :func:`embed_reference` turns a reference tile into the embedding an embedding denoiser was
   trained on (same registry encoder, checked by weights identity).
-- :func:`generate_guided` writes such tiles as a resumable synthetic dataset folder. Tiles may
-  have no mask (the mask column is then empty, "mask unknown", as in real manifests); the extra
-  ``condition`` and ``prototype`` columns record what steered each tile.
+- :func:`generate_guided` plans such tiles as manifest rows and hands them to the one dataset writer
+  (:mod:`histosynth.sampling.writer`: resumable, refuses other settings). Tiles may have no mask (the
+  mask column is then empty, "mask unknown", as in real manifests); the extra ``condition`` and
+  ``prototype`` columns record what steered each tile.
 """
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,16 +21,17 @@ from pathlib import Path
 import numpy as np
 
 from histosynth.errors import ModelFolderError
-from histosynth.io import atomic_open, file_digest, remove_stale_temporaries, save_png
+from histosynth.io import file_digest
 from histosynth.models.pipeline import DENOISER_DIR, LatentDiffusionModel
 from histosynth.models.prototype_classifier import KIND as CLASSIFIER_KIND
 from histosynth.models.prototype_classifier import WEIGHTS_NAME as CLASSIFIER_WEIGHTS
 from histosynth.models.prototype_classifier import PrototypeClassifier, load_prototype_classifier
-from histosynth.sampling.generate import GenerationResult, MaskSource
+from histosynth.sampling.generate import MaskSource
 from histosynth.sampling.sampler import SamplingSettings, TileSampler
-from histosynth.sampling.writer import MANIFEST_COLUMNS
+from histosynth.sampling.writer import MANIFEST_COLUMNS, GenerationResult, SyntheticRow, check_plan, write_dataset
 
 GUIDED_COLUMNS = (*MANIFEST_COLUMNS, "condition", "prototype")
+GUIDED_KIND = "sample --like/--prototype or synthesize-balanced"  # how a refused folder names the verb
 
 
 def load_guidance_classifier(folder: str | Path,
@@ -100,50 +101,29 @@ class GuidedTile:
         self.kind = (self.embedding is not None, self.prototype is not None)
 
 
-class GuidedDatasetWriter:
-    """``images/``, ``masks/`` (only for tiles with a mask) and ``manifest.csv`` written atomically."""
-
-    def __init__(self, folder: str | Path) -> None:
-        self.folder = Path(folder)
-        for sub in ("images", "masks"):
-            (self.folder / sub).mkdir(parents=True, exist_ok=True)
-        for sub in ("", "images", "masks"):
-            remove_stale_temporaries(self.folder / sub)
-        self.rows: dict[str, dict[str, str]] = {}
-        manifest = self.folder / "manifest.csv"
-        if manifest.exists():
-            with open(manifest, newline="", encoding="utf-8") as handle:
-                for row in csv.DictReader(handle):
-                    files = [row.get("image", ""), row.get("mask", "")]
-                    if row.get("id") and all((self.folder / f).is_file() for f in files if f):
-                        self.rows[row["id"]] = {k: row.get(k, "") for k in GUIDED_COLUMNS}
-
-    def done_ids(self) -> set[str]:
-        return set(self.rows)
-
-    def add(self, row: dict[str, object], image: np.ndarray, mask: np.ndarray | None) -> None:
-        save_png(self.folder / str(row["image"]), image)
-        if mask is not None:
-            save_png(self.folder / str(row["mask"]), mask.astype(np.uint8))
-        self.rows[str(row["id"])] = {k: str(row.get(k, "")) for k in GUIDED_COLUMNS}
-
-    def flush(self, order: Sequence[str]) -> Path:
-        path = self.folder / "manifest.csv"
-        with atomic_open(path, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=GUIDED_COLUMNS)
-            writer.writeheader()
-            writer.writerows(self.rows[i] for i in order if i in self.rows)
-        return path
+def guided_row(job: GuidedTile, settings: SamplingSettings, names: Sequence[str], identity: str) -> SyntheticRow:
+    """The manifest row of a guided tile: no mask file when it has no mask, the class name (empty for the
+    null class), and the ``condition`` and ``prototype`` columns."""
+    return SyntheticRow.of(job.id, mask=job.mask is not None, label=names[job.label] if job.label < len(names) else "",
+                           seed=job.seed, model=identity, sampler=settings.sampler, steps=settings.steps,
+                           guidance=settings.guidance_record, mask_source=job.mask_source,
+                           extra={"condition": job.condition, "prototype": "" if job.prototype is None else
+                                  str(job.prototype)})
 
 
-def _batches(jobs: list[GuidedTile], size: int) -> list[list[GuidedTile]]:
-    """Consecutive batches of at most ``size`` tiles that share which extra conditions they have."""
-    batches: list[list[GuidedTile]] = []
-    for job in jobs:
-        if not batches or len(batches[-1]) == size or batches[-1][0].kind != job.kind:
-            batches.append([])
-        batches[-1].append(job)
-    return batches
+def guided_plan(model: LatentDiffusionModel, tiles: Sequence[GuidedTile],
+                settings: SamplingSettings) -> list[tuple[SyntheticRow, GuidedTile]]:
+    """Every tile with its manifest row, in manifest order."""
+    identity = model.identity
+    return [(guided_row(job, settings, model.classes.labels, identity), job) for job in tiles]
+
+
+def check_guided_output(model: LatentDiffusionModel, out: str | Path, tiles: Sequence[GuidedTile],
+                        settings: SamplingSettings) -> None:
+    """Every check :func:`generate_guided` makes before it writes (one line each), for callers that want
+    them done before a progress bar starts."""
+    check_plan(out, [row for row, _ in guided_plan(model, tiles, settings)], model.tile_size, GUIDED_COLUMNS,
+               GUIDED_KIND)
 
 
 def generate_guided(
@@ -155,35 +135,22 @@ def generate_guided(
     device: str = "cpu",
     on_tile: Callable[[int], None] | None = None,
 ) -> GenerationResult:
-    """Write ``tiles`` into ``out``; ids already written are skipped, so a rerun resumes."""
+    """Write ``tiles`` into ``out``; ids already written are skipped, so a rerun resumes. A folder of
+    someone else's files, or tiles made with other settings, are refused in one line before any work."""
+    planned = guided_plan(model, tiles, settings)
     sampler = TileSampler(model, settings, device, classifier)
-    writer = GuidedDatasetWriter(out)
-    done, order = writer.done_ids(), [t.id for t in tiles]
-    if len(set(order)) != len(order):
-        raise ValueError("tile ids must be unique")
-    jobs = [t for t in tiles if t.id not in done]
-    if on_tile is not None and len(tiles) > len(jobs):
-        on_tile(len(tiles) - len(jobs))
-    names, identity = model.classes.labels, model.identity
-    for batch in _batches(jobs, settings.batch_size):
-        embeddings = np.stack([j.embedding for j in batch]) if batch[0].embedding is not None else None
-        prototypes = [j.prototype for j in batch] if batch[0].prototype is not None else None
-        images = sampler.sample([j.label for j in batch], [j.mask for j in batch], [j.seed for j in batch],
+
+    def make(batch: list[tuple[SyntheticRow, GuidedTile]]) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        jobs = [job for _, job in batch]
+        embeddings = np.stack([j.embedding for j in jobs]) if jobs[0].embedding is not None else None
+        prototypes = [j.prototype for j in jobs] if jobs[0].prototype is not None else None
+        images = sampler.sample([j.label for j in jobs], [j.mask for j in jobs], [j.seed for j in jobs],
                                 embeddings=embeddings, prototypes=prototypes)
-        for job, image in zip(batch, images):
-            mask = f"masks/{job.id}.png" if job.mask is not None else ""
-            row = {"id": job.id, "image": f"images/{job.id}.png", "mask": mask,
-                   "label": names[job.label] if job.label < len(names) else "", "split": "synthetic",
-                   "seed": job.seed, "model": identity, "sampler": settings.sampler, "steps": settings.steps,
-                   "guidance": settings.guidance, "mask_source": job.mask_source, "condition": job.condition,
-                   "prototype": "" if job.prototype is None else job.prototype}
-            writer.add(row, image, job.mask)
-        writer.flush(order)
-        if on_tile is not None:
-            on_tile(len(batch))
-    writer.flush(order)
-    model.classes.save(Path(out) / "classes.json")
-    return GenerationResult(Path(out), len(jobs), len(tiles) - len(jobs))
+        return list(zip(images, [j.mask for j in jobs]))
+
+    return write_dataset(out, planned, make, tile_size=model.tile_size, batch_size=settings.batch_size,
+                         classes=model.classes, columns=GUIDED_COLUMNS, kind=GUIDED_KIND, on_tile=on_tile,
+                         key=lambda job: job.kind)
 
 
 MaskPicker = Callable[[int], tuple[np.ndarray | None, str]]
@@ -193,8 +160,7 @@ def mask_picker(model: LatentDiffusionModel, masks: MaskSource | None, seed: int
                 label: int | None = None) -> MaskPicker:
     """``pick(i) -> (mask, source)`` for tile ``i``: none, procedural (seed + i), the mask model's for
     (``label``, seed + i) (``None``: the null class, an unconditional layout), or a folder's PNGs cycled."""
-    from histosynth.sampling.generate import _load_folder_masks
-    from histosynth.sampling.masks import mask_model_identity, procedural_mask
+    from histosynth.sampling.masks import load_folder_masks, mask_model_identity, procedural_mask
 
     if masks is None:
         return lambda i: (None, "")
@@ -205,7 +171,7 @@ def mask_picker(model: LatentDiffusionModel, masks: MaskSource | None, seed: int
     if masks.folder is None:
         size = model.autoencoder_config.tile_size
         return lambda i: (procedural_mask(size, masks.foreground, seed + i), masks.describe())
-    files = _load_folder_masks(masks.folder, TileSampler(model, SamplingSettings()))
+    files = load_folder_masks(masks.folder, model)
     return lambda i: (files[i % len(files)][1], f"{masks.folder.name}/{files[i % len(files)][0]}")
 
 

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -37,6 +38,25 @@ def procedural_mask(size: int, foreground: float, seed: int, blob_scale: float =
         return np.zeros((size, size), np.uint8)
     threshold = np.quantile(field, 1.0 - foreground)
     return (field >= threshold).astype(np.uint8)
+
+
+def load_folder_masks(folder: Path, model: LatentDiffusionModel) -> list[tuple[str, np.ndarray]]:
+    """The ``.png`` masks of ``folder`` in name order, as (file name, class ids), each checked against
+    ``model`` (tile size, class ids); one line for a missing or empty folder or a bad mask."""
+    from histosynth.data.images import read_mask
+    from histosynth.errors import InputError
+
+    if not folder.is_dir():
+        raise InputError("mask folder not found", folder)
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png")
+    if not files:
+        raise InputError("mask folder holds no .png masks", folder)
+    masks = []
+    for path in files:
+        mask = read_mask(path, model.classes)
+        model.check_mask(mask, str(path))
+        masks.append((path.name, mask))
+    return masks
 
 
 def require_mask_model(model: LatentDiffusionModel) -> torch.nn.Module:

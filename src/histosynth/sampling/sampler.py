@@ -19,10 +19,10 @@ import numpy as np
 import torch
 
 from histosynth.errors import InputError
+from histosynth.models.conditioning import mask_fractions
 from histosynth.models.denoiser import DenoiserConfig
 from histosynth.models.pipeline import LatentDiffusionModel
 from histosynth.sampling.settings import SAMPLERS, STOCHASTIC_SAMPLERS, SamplerName, SamplingSettings
-from histosynth.training.tensors import mask_fractions
 
 __all__ = ["GuidedDenoiser", "SamplerName", "SamplingSettings", "TileSampler", "build_scheduler"]
 
@@ -119,13 +119,8 @@ class TileSampler:
         self.classifier = classifier.to(self.device) if classifier is not None else None
 
     def check_mask(self, mask: np.ndarray, source: str = "mask") -> None:
-        """A mask must be tile-sized and hold valid class ids."""
-        if mask.shape != (self.tile_size, self.tile_size):
-            raise InputError(f"mask is {mask.shape[1]}x{mask.shape[0]}, the model makes "
-                             f"{self.tile_size}x{self.tile_size} tiles", source)
-        if mask.max(initial=0) >= self.model.classes.num_mask_classes:
-            raise InputError(f"mask holds class id {int(mask.max())} but the model knows "
-                             f"{self.model.classes.num_mask_classes} mask classes", source)
+        """A mask must be tile-sized and hold valid class ids (:meth:`LatentDiffusionModel.check_mask`)."""
+        self.model.check_mask(mask, source)
 
     def initial_noise(self, seeds: Sequence[int]) -> torch.Tensor:
         config = self.model.denoiser.config
@@ -166,15 +161,9 @@ class TileSampler:
                 on_step()
         return latents
 
-    @torch.inference_mode()
     def decode(self, latents: torch.Tensor) -> np.ndarray:
-        """Latents (scaled, shifted) -> uint8 images N x H x W x 3."""
-        config = self.model.autoencoder_config
-        shift = torch.tensor(config.latent_shift, device=self.device).view(1, -1, 1, 1)
-        z = latents / config.scaling_factor + shift
-        images = self.model.autoencoder.decode(z).sample
-        images = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        return images.permute(0, 2, 3, 1).cpu().numpy()
+        """Latents (scaled, shifted) -> uint8 images N x H x W x 3 (:meth:`LatentDiffusionModel.decode`)."""
+        return self.model.decode(latents)
 
     def _classifier_guidance(self, scheduler, prototypes: torch.Tensor | None):
         weight = self.settings.prototype_guidance

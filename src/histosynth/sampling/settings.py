@@ -1,12 +1,13 @@
-"""Tile sampling settings: one place for their defaults, which the CLI, the web app and Ray read.
+"""Tile sampling settings: one validated place for their defaults, which the CLI, the web app and Ray read.
 
 Kept free of torch so that ``histosynth sample --help`` can show the defaults without importing it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from histosynth.errors import InputError
 
@@ -17,33 +18,52 @@ SAMPLERS: tuple[str, ...] = ("ddim", "dpm", "dpm-sde", "unipc")
 STOCHASTIC_SAMPLERS: tuple[str, ...] = ("dpm-sde",)
 
 
-def check_sampler(name: str) -> str:
+def check_sampler(name: Any) -> str:
     """``name`` if it is a known sampler, else one line listing them."""
-    if name not in SAMPLERS:
+    if not isinstance(name, str) or name not in SAMPLERS:
         raise InputError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
     return name
 
 
-@dataclass
-class SamplingSettings:
-    steps: int = 50
-    guidance: float = 1.5  # best generation FID of the issue-H sweep (docs/benchmarks.md)
+class SamplingSettings(BaseModel):
+    """How tiles are sampled; checked when made (an unknown sampler, a bad interval or value: one line)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int = Field(50, ge=1)
+    #: Classifier-free guidance weight; 1.5: best generation FID of the issue-H sweep (docs/benchmarks.md). An
+    #: int stays an int, so the manifest records the weight as it was given.
+    guidance: int | float = Field(1.5, ge=0)
     sampler: SamplerName = "ddim"
-    batch_size: int = 16
+    batch_size: int = Field(16, ge=1)
     #: Guidance weight of the tile embedding (embedding denoisers, ``--like``): 0 ignores it, 1 = plain conditional.
-    like_weight: float = 2.0
+    like_weight: float = Field(2.0, ge=0)
     #: Classifier-guidance weight towards a prototype (0 = off: the unguided code path exactly).
-    prototype_guidance: float = 0.0
+    prototype_guidance: float = Field(0.0, ge=0)
     #: Noise levels, as fractions ``(low, high)`` of the training timesteps, where classifier-free guidance
     #: applies (Kynkaanniemi et al. 2024); elsewhere the plain conditional model runs (one forward, not two).
     #: ``(0, 1)`` guides every step.
     guidance_interval: tuple[float, float] = (0.0, 1.0)
 
-    def __post_init__(self) -> None:
-        check_sampler(self.sampler)
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as error:
+            detail = error.errors()[0]
+            where = ".".join(str(p) for p in detail["loc"])
+            raise InputError(f"invalid sampling setting {where}: {detail['msg']}") from None
+
+    @field_validator("sampler", mode="before")
+    @classmethod
+    def _known_sampler(cls, name: Any) -> Any:
+        return check_sampler(name)
+
+    @model_validator(mode="after")
+    def _interval(self) -> SamplingSettings:
         low, high = self.guidance_interval
         if not 0.0 <= low <= high <= 1.0:
             raise InputError(f"guidance interval must satisfy 0 <= low <= high <= 1, got {low},{high}")
+        return self
 
     @property
     def guidance_record(self) -> float | str:

@@ -74,7 +74,9 @@ class Mode:
 
 
 @dataclass
-class GenerationResult:
+class GeneratedTile:
+    """One tile the web app made, and how long it took."""
+
     image: np.ndarray
     seconds: float
 
@@ -88,7 +90,7 @@ def _run_generate(service: GenerationService, request: GenerateRequest) -> np.nd
 
 
 def _run_transfer(service: GenerationService, request: GenerateRequest) -> np.ndarray:
-    from histosynth.sampling.transfer.pipeline import AppearanceTransfer, TransferSettings
+    from histosynth.sampling.transfer.appearance import AppearanceTransfer, TransferSettings
 
     settings = TransferSettings(steps=request.steps, swap_guidance=request.numbers["swap_guidance"])
     runner = AppearanceTransfer(service.model, settings, str(service.device))
@@ -209,11 +211,11 @@ class GenerationService:
                              name)
         return array
 
-    def run(self, request: GenerateRequest) -> GenerationResult:
+    def run(self, request: GenerateRequest) -> GeneratedTile:
         """Generate one tile (blocking; call it off the event loop)."""
         start = time.perf_counter()
         image = MODES[request.mode].run(self, request)
-        return GenerationResult(image=image, seconds=time.perf_counter() - start)
+        return GeneratedTile(image=image, seconds=time.perf_counter() - start)
 
     def procedural_mask(self, foreground: float, seed: int) -> np.ndarray:
         """A gland-like tile-sized class-id mask with ``foreground`` of its pixels set."""

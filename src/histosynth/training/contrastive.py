@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, Field
 
-from histosynth.training.tensors import dihedral
+from histosynth.models.conditioning import dihedral
 
 
 class ContrastiveLossConfig(BaseModel):

@@ -6,7 +6,8 @@ from collections.abc import Callable
 
 import torch
 
-from histosynth.training.tensors import dihedral, to_unit_range
+from histosynth.models.conditioning import dihedral
+from histosynth.training.tensors import to_unit_range
 
 
 @torch.no_grad()

@@ -20,15 +20,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from histosynth.data.manifest import TileManifest
 from histosynth.errors import InputError
 from histosynth.io import atomic_dir, atomic_path
+from histosynth.models.conditioning import dihedral, mask_fractions
 from histosynth.models.denoiser import ConditionalDenoiser, save_denoiser
 from histosynth.models.pipeline import AUTOENCODER_DIR, DENOISER_DIR, MASK_MODEL_DIR, LatentDiffusionModel
 from histosynth.training.config import TrainConfig
 from histosynth.training.latents import encode_dihedral, training_device
 from histosynth.training.loop import train
 from histosynth.training.objectives import DenoiserObjective, EmbeddingDenoiserLossConfig
-from histosynth.training.recipes import RUNS_DIR, Progress, RecipeResult, _provenance, _run_settings
+from histosynth.training.recipes import RUNS_DIR, Progress, RecipeResult, provenance, run_settings
 from histosynth.training.run import start_or_resume
-from histosynth.training.tensors import TileTensors, dihedral, mask_fractions
+from histosynth.training.tensors import TileTensors
 
 LIKE_RUN = "like"
 INPUTS_FILE = "inputs.safetensors"
@@ -121,7 +122,7 @@ def train_like_model(
     config = base.denoiser.config.model_copy(update={
         "embedding_dim": encoder.dim, "embedding_encoder": encoder_name, "embedding_hidden": embedding_hidden})
     run_dir = model_dir / RUNS_DIR / LIKE_RUN
-    settings = _run_settings(train_config, config, loss_config, tiles, init=base.identity, encoder=encoder.identity)
+    settings = run_settings(train_config, config, loss_config, tiles, init=base.identity, encoder=encoder.identity)
     start_or_resume(run_dir, settings)
     inputs = cached_training_inputs(run_dir, base.autoencoder, tiles.images, loss_config.latent_variants, encoder,
                                     on_encode)
@@ -143,7 +144,7 @@ def train_like_model(
     _copy_part(init_dir / AUTOENCODER_DIR, model_dir / AUTOENCODER_DIR)
     if (init_dir / MASK_MODEL_DIR).is_dir():
         _copy_part(init_dir / MASK_MODEL_DIR, model_dir / MASK_MODEL_DIR)
-    facts = _provenance(manifest, len(tiles), train_config, result.seconds, result.items_per_second)
+    facts = provenance(manifest, len(tiles), train_config, result.seconds, result.items_per_second)
     folder = model_dir / DENOISER_DIR
     with atomic_dir(folder) as tmp:
         save_denoiser(result.ema.eval().cpu(), tmp, labels=classes.labels, embedding_encoder_identity=encoder.identity,

@@ -87,7 +87,8 @@ def ema_with_warmup(decay: float) -> Callable[[torch.Tensor, torch.Tensor, torch
     return update
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig) -> Any:
+def build_lr_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig) -> Any:
+    """The learning-rate schedule of ``config`` (OneCycle, or cosine / constant after a linear warm-up)."""
     if config.lr_schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=config.learning_rate, total_steps=config.steps,
@@ -145,7 +146,7 @@ def train(
                          f"the {world} processes")
     per_process = config.batch_size // world
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    scheduler = build_scheduler(optimizer, config)
+    scheduler = build_lr_schedule(optimizer, config)
     ema = AveragedModel(model, avg_fn=ema_with_warmup(config.ema_decay), use_buffers=True)
 
     start = 0

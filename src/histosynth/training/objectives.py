@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, Field
 
-from histosynth.evaluation.pixel import ssim
-from histosynth.training.tensors import dihedral, to_unit_range
+from histosynth.models.conditioning import dihedral
+from histosynth.models.pixel import ssim
+from histosynth.training.tensors import to_unit_range
 
 
 class AutoencoderLossConfig(BaseModel):

@@ -28,7 +28,7 @@ from histosynth.models.prototype_classifier import (
     save_prototype_classifier,
 )
 from histosynth.training.config import TrainConfig
-from histosynth.training.recipes import RUNS_DIR, Progress, RecipeResult, _run_settings
+from histosynth.training.recipes import RUNS_DIR, Progress, RecipeResult, run_settings
 from histosynth.training.run import start_or_resume
 from histosynth.training.tensors import TileTensors
 
@@ -168,7 +168,7 @@ def train_prototype_classifier(
     from histosynth.io import file_digest
     from histosynth.training.like import cached_training_inputs
     from histosynth.training.loop import train
-    from histosynth.training.recipes import _provenance
+    from histosynth.training.recipes import provenance
 
     out = Path(out)
     if len(tiles) != len(table.ids):
@@ -181,7 +181,7 @@ def train_prototype_classifier(
     if wrong:
         raise InputError(f"classifier config {wrong[0]} must match the model and prototypes ({expected[wrong[0]]})")
     run_dir = out / RUNS_DIR / CLASSIFIER_RUN
-    settings = _run_settings(train_config, classifier_config, loss_config, tiles, model=model.identity,
+    settings = run_settings(train_config, classifier_config, loss_config, tiles, model=model.identity,
                              prototypes=file_digest(table.source)[:12])
     start_or_resume(run_dir, settings)
     inputs = cached_training_inputs(run_dir, model.autoencoder, tiles.images, loss_config.latent_variants,
@@ -196,7 +196,7 @@ def train_prototype_classifier(
         return RecipeResult(out, result.steps_done, result.resumed_from, result.seconds, result.items_per_second)
     from histosynth.data.manifest import TileManifest
 
-    facts = _provenance(TileManifest(table.source, [], model.classes), len(tiles), train_config, result.seconds,
+    facts = provenance(TileManifest(table.source, [], model.classes), len(tiles), train_config, result.seconds,
                         result.items_per_second)
     save_prototype_classifier(
         result.ema.eval().cpu(), out, table.names, diffusion_model=model.identity,

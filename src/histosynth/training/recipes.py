@@ -12,6 +12,7 @@ import torch
 from histosynth.data.manifest import TileManifest
 from histosynth.io import atomic_dir, atomic_path
 from histosynth.models.autoencoder import AutoencoderConfig, build_autoencoder, load_autoencoder, save_autoencoder
+from histosynth.models.conditioning import dihedral, mask_fractions
 from histosynth.models.denoiser import ConditionalDenoiser, DenoiserConfig, save_denoiser
 from histosynth.models.pipeline import AUTOENCODER_DIR, DENOISER_DIR, MASK_MODEL_DIR
 from histosynth.training.config import TrainConfig
@@ -24,7 +25,7 @@ from histosynth.training.objectives import (
     DenoiserObjective,
 )
 from histosynth.training.run import start_or_resume
-from histosynth.training.tensors import TileTensors, dihedral, mask_fractions
+from histosynth.training.tensors import TileTensors
 
 Progress = Callable[[int, dict[str, float]], None]
 RUNS_DIR = "runs"
@@ -43,14 +44,15 @@ def _rank_result(folder: Path, result) -> RecipeResult:
     return RecipeResult(folder, result.steps_done, result.resumed_from, result.seconds, result.items_per_second)
 
 
-def _run_settings(train_config, model_config, loss_config, tiles: TileTensors, **data: object) -> dict:
+def run_settings(train_config, model_config, loss_config, tiles: TileTensors, **data: object) -> dict:
     """What a resumed run must share with the run it continues (checked by ``start_or_resume``)."""
     return {"train": train_config.model_dump(mode="json"), "model": model_config.model_dump(mode="json"),
             "objective": loss_config.model_dump(mode="json"),
             "data": {"ids": len(tiles), "first": tiles.ids[:3], **data}}
 
 
-def _provenance(manifest: TileManifest, n: int, train_config: TrainConfig, seconds: float, speed: float) -> dict:
+def provenance(manifest: TileManifest, n: int, train_config: TrainConfig, seconds: float, speed: float) -> dict:
+    """The facts about the data and the run that a model folder records (``trained_on``, ``training``)."""
     mpp = manifest.mpp  # the tiles' shared microns per pixel: `histosynth large` writes it into its OME-TIFF
     return {
         "trained_on": {"manifest": str(manifest.source), "tiles": n, **({"mpp": mpp} if mpp else {})},
@@ -73,7 +75,7 @@ def train_autoencoder(
     """Train the autoencoder on ``tiles`` and write ``model_dir/autoencoder`` (EMA weights)."""
     model_dir = Path(model_dir)
     run_dir = model_dir / RUNS_DIR / AUTOENCODER_DIR
-    settings = _run_settings(train_config, model_config, loss_config, tiles)
+    settings = run_settings(train_config, model_config, loss_config, tiles)
     start_or_resume(run_dir, settings)
     torch.manual_seed(train_config.seed)
     model = build_autoencoder(model_config)
@@ -86,7 +88,7 @@ def train_autoencoder(
     folder = model_dir / AUTOENCODER_DIR
     with atomic_dir(folder) as tmp:
         save_autoencoder(ema.cpu(), final_config, tmp)
-    _append_provenance(folder, _provenance(manifest, len(tiles), train_config, result.seconds, result.items_per_second))
+    _append_provenance(folder, provenance(manifest, len(tiles), train_config, result.seconds, result.items_per_second))
     return RecipeResult(folder, result.steps_done, result.resumed_from, result.seconds, result.items_per_second)
 
 
@@ -120,7 +122,7 @@ def finetune_decoder(
     autoencoder, ae_config = load_autoencoder(base_ae)
     run_dir = model_dir / RUNS_DIR / DECODER_RUN
     base_digest = file_digest(base_ae / WEIGHTS_NAME)
-    settings = _run_settings(train_config, ae_config, loss_config, tiles, base=base_digest)
+    settings = run_settings(train_config, ae_config, loss_config, tiles, base=base_digest)
     start_or_resume(run_dir, settings)
     torch.manual_seed(train_config.seed)
     tuner = DecoderTuner(autoencoder, loss_config.discriminator)
@@ -132,7 +134,7 @@ def finetune_decoder(
     folder = model_dir / AUTOENCODER_DIR
     with atomic_dir(folder) as tmp:
         save_autoencoder(tuned.cpu(), ae_config, tmp)
-    facts = _provenance(manifest, len(tiles), train_config, result.seconds, result.items_per_second)
+    facts = provenance(manifest, len(tiles), train_config, result.seconds, result.items_per_second)
     facts["decoder_finetune"] = {"base": str(base_ae), "base_weights_sha256": base_digest,
                                  "objective": loss_config.model_dump(mode="json")}
     _append_provenance(folder, facts)
@@ -182,7 +184,7 @@ def train_denoiser(
     run_dir = model_dir / RUNS_DIR / DENOISER_DIR
     autoencoder, ae_config = load_autoencoder(autoencoder_dir)
     init = _load_init_denoiser(init_dir, model_config) if init_dir is not None else None
-    settings = _run_settings(train_config, model_config, loss_config, tiles,
+    settings = run_settings(train_config, model_config, loss_config, tiles,
                              autoencoder=ae_config.model_dump(mode="json"),
                              **({"init": init[1]} if init else {}))
     start_or_resume(run_dir, settings)
@@ -204,7 +206,7 @@ def train_denoiser(
     if not result.is_main_process:  # other ranks of a multi-process run: the main one writes the folder
         return _rank_result(model_dir / DENOISER_DIR, result)
     folder = model_dir / DENOISER_DIR
-    facts = _provenance(manifest, len(tiles), train_config, result.seconds, result.items_per_second)
+    facts = provenance(manifest, len(tiles), train_config, result.seconds, result.items_per_second)
     if init:
         facts["continued_from"] = {"folder": str(init_dir), "weights_sha256": init[1]}
     with atomic_dir(folder) as tmp:
@@ -261,7 +263,7 @@ def train_mask_model(
         raise InputError("no tile has a mask to train the mask model on", manifest.source)
     model_dir = Path(model_dir)
     run_dir = model_dir / RUNS_DIR / MASK_MODEL_DIR
-    settings = _run_settings(train_config, model_config, loss_config, tiles, factor=factor, masks=int(known.sum()))
+    settings = run_settings(train_config, model_config, loss_config, tiles, factor=factor, masks=int(known.sum()))
     start_or_resume(run_dir, settings)
     fractions = mask_fractions(tiles.masks[known], torch.ones(int(known.sum()), dtype=torch.bool),
                                model_config.latent_channels, factor)
@@ -276,12 +278,12 @@ def train_mask_model(
         settings=loss_config,
     )
     torch.manual_seed(train_config.seed)
-    model = init[0].train() if init else ConditionalDenoiser(model_config)
+    model = ConditionalDenoiser(model_config)
     result = train(model, objective, train_config, run_dir, on_step)
     if not result.is_main_process:  # other ranks of a multi-process run: the main one writes the folder
         return _rank_result(model_dir / MASK_MODEL_DIR, result)
     folder = model_dir / MASK_MODEL_DIR
-    facts = _provenance(manifest, int(known.sum()), train_config, result.seconds, result.items_per_second)
+    facts = provenance(manifest, int(known.sum()), train_config, result.seconds, result.items_per_second)
     with atomic_dir(folder) as tmp:
         save_denoiser(result.ema.eval().cpu(), tmp, labels=manifest.classes.labels, role="mask", factor=factor,
                       **facts)
@@ -306,7 +308,7 @@ def train_histology_encoder(
 
     model_dir = Path(model_dir)
     run_dir = model_dir / RUNS_DIR / ENCODER_DIR
-    settings = _run_settings(train_config, model_config, loss_config, tiles)
+    settings = run_settings(train_config, model_config, loss_config, tiles)
     start_or_resume(run_dir, settings)
     torch.manual_seed(train_config.seed)
     model = ContrastiveModel(model_config)
@@ -315,7 +317,7 @@ def train_histology_encoder(
     if not result.is_main_process:  # other ranks of a multi-process run: the main one writes the folder
         return _rank_result(model_dir / ENCODER_DIR, result)
     folder = model_dir / ENCODER_DIR
-    facts = _provenance(manifest, len(tiles), train_config, result.seconds, result.items_per_second)
+    facts = provenance(manifest, len(tiles), train_config, result.seconds, result.items_per_second)
     with atomic_dir(folder) as tmp:
         save_histology_encoder(result.ema.backbone.eval().cpu(), tmp, **facts)
     return RecipeResult(folder, result.steps_done, result.resumed_from, result.seconds, result.items_per_second)

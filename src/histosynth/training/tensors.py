@@ -64,14 +64,3 @@ def to_unit_range(images: torch.Tensor) -> torch.Tensor:
     return images.float().div(127.5).sub(1.0)
 
 
-def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
-    """The k-th of the 8 symmetries of the square (k % 4 quarter turns, then a flip if k >= 4)."""
-    x = torch.rot90(x, k % 4, dims=(-2, -1))
-    return torch.flip(x, dims=(-1,)) if k >= 4 else x
-
-
-def mask_fractions(masks: torch.Tensor, known: torch.Tensor, num_classes: int, factor: int) -> torch.Tensor:
-    """Per-class area fractions of each ``factor`` x ``factor`` cell: (N,C,H/f,W/f); zeros where unknown."""
-    one_hot = torch.nn.functional.one_hot(masks.long(), num_classes).permute(0, 3, 1, 2).float()
-    fractions = torch.nn.functional.avg_pool2d(one_hot, factor)
-    return fractions * known.view(-1, 1, 1, 1).float()

@@ -13,7 +13,8 @@ Three decoders, all fed by a ``DecodeFn`` that maps a batch of latent tiles to u
 * :func:`diffusers_tiled_decode`: diffusers ``AutoencoderKL`` tiling (linear cross-fades).
 
 Bands are yielded top to bottom; only a few tile rows are ever held in memory. A ``DecodeFn``
-gets a CPU float32 batch; on a GPU wrap the sampler: ``lambda z: sampler.decode(z.to(sampler.device))``.
+gets a CPU float32 batch: :meth:`LatentDiffusionModel.decode <histosynth.models.pipeline.LatentDiffusionModel.decode>`
+moves it to the autoencoder's device.
 Note the shipped decoder uses GroupNorm over the whole input, so a tile decoded alone differs from
 the whole-image decode by a tile-dependent colour shift: Hann blending hides the seams, it cannot
 reproduce the whole decode exactly.
@@ -166,8 +167,10 @@ def diffusers_tiled_decode(autoencoder: Any, latent: np.ndarray, scaling_factor:
     names = ("use_tiling", "tile_sample_min_size", "tile_latent_min_size", "tile_overlap_factor")
     saved = {name: getattr(autoencoder, name) for name in names}
     parameter = next(autoencoder.parameters())
-    shift = torch.tensor(list(latent_shift), dtype=torch.float32).view(1, -1, 1, 1)
-    z = torch.from_numpy(np.asarray(latent, np.float32))[None] / scaling_factor + shift
+    from histosynth.models.autoencoder import AutoencoderConfig
+
+    scaling = AutoencoderConfig(scaling_factor=scaling_factor, latent_shift=tuple(latent_shift))
+    z = scaling.unscale(torch.from_numpy(np.asarray(latent, np.float32))[None])
     try:
         autoencoder.enable_tiling()
         autoencoder.tile_latent_min_size, autoencoder.tile_sample_min_size = tile, tile * factor

@@ -112,20 +112,14 @@ class HistosynthBackbone(TransferBackbone):
         self.identity = model.identity
 
     def encode(self, image: np.ndarray) -> torch.Tensor:
-        config = self.model.autoencoder_config
-        x = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float().to(self.device) / 127.5 - 1
-        with torch.inference_mode():
-            z = self.model.autoencoder.encode(x).latent_dist.mean
-        shift = torch.tensor(config.latent_shift, device=self.device).view(1, -1, 1, 1)
-        return (z - shift) * config.scaling_factor
+        return self.model.encode(torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float().to(self.device)
+                                 / 127.5 - 1)
 
     def decode(self, latents: torch.Tensor) -> np.ndarray:
-        from histosynth.sampling.sampler import SamplingSettings, TileSampler
-
-        return TileSampler(self.model, SamplingSettings(), self.device).decode(latents)
+        return self.model.decode(latents)
 
     def conditions(self, label: int | None, masks: list[np.ndarray] | None) -> Conditions:
-        from histosynth.training.tensors import mask_fractions
+        from histosynth.models.conditioning import mask_fractions
 
         config = self.model.denoiser.config
         label = config.null_label if label is None else label

@@ -16,22 +16,14 @@ import numpy as np
 
 from histosynth.data.images import read_mask, read_raw_mask
 from histosynth.errors import InputError
-from histosynth.sampling.transfer.pipeline import AppearanceTransfer, fit_appearance
-from histosynth.sampling.writer import SyntheticDatasetWriter, SyntheticRow
+from histosynth.models.conditioning import dihedral_mask
+from histosynth.sampling.transfer.appearance import AppearanceTransfer, fit_appearance
+from histosynth.sampling.writer import GenerationResult, SyntheticRow, check_plan, write_dataset
 
 
 @dataclass
-class TransferResult:
-    folder: Path
-    written: int
-    skipped_existing: int
+class TransferResult(GenerationResult):
     targets: list[str]
-
-
-def dihedral_mask(mask: np.ndarray, k: int) -> np.ndarray:
-    """The k-th (0..7) square symmetry: k % 4 quarter turns, then a horizontal flip if k >= 4."""
-    out = np.rot90(mask, k % 4)
-    return np.ascontiguousarray(out[:, ::-1] if k % 8 >= 4 else out)
 
 
 def class_fractions(mask: np.ndarray, num_classes: int) -> np.ndarray:
@@ -81,31 +73,24 @@ def transfer_dataset(transfer: AppearanceTransfer, appearance: np.ndarray, appea
     names = select_targets(appearance_mask, targets, max(n_classes, classes.num_mask_classes if classes else 0), select)
     for name in names:
         transfer.check(appearance, appearance_mask, targets[name], str(Path(target_folder) / name))
-    if on_total is not None:
-        on_total(len(names) * rounds)
-    writer = SyntheticDatasetWriter(out)
-    settings = transfer.settings
+    identity, settings = transfer.backbone.identity, transfer.settings
     label_name = classes.labels[label] if label is not None and classes is not None else ""
-    order, written, skipped = [], 0, 0
+    planned = []
     for index, name in enumerate(names):
         for k in range(rounds):
             tile_id, tile_seed = f"{name}_r{k}", seed + index * rounds + k
-            order.append(tile_id)
-            if tile_id in writer.done_ids():
-                skipped += 1
-                continue
-            mask = dihedral_mask(targets[name], k)
-            image = transfer.transfer(appearance, appearance_mask, mask, label, tile_seed, str(Path(target_folder) / name))
-            row = SyntheticRow(id=tile_id, image=f"images/{tile_id}.png", mask=f"masks/{tile_id}.png", label=label_name,
-                               split="synthetic", seed=tile_seed, model=transfer.backbone.identity,
-                               sampler=f"transfer-{settings.adain}", steps=settings.steps,
-                               guidance=settings.swap_guidance, mask_source=f"target:{name}@d{k % 8}")
-            writer.add(row, image, mask)
-            writer.flush(order)
-            written += 1
-            if on_tile is not None:
-                on_tile(1)
-    writer.flush(order)
-    if classes is not None and not raw_masks:
-        classes.save(Path(out) / "classes.json")
-    return TransferResult(Path(out), written, skipped, names)
+            row = SyntheticRow.of(tile_id, label=label_name, seed=tile_seed, model=identity,
+                                  sampler=f"transfer-{settings.adain}", steps=settings.steps,
+                                  guidance=settings.swap_guidance, mask_source=f"target:{name}@d{k % 8}")
+            planned.append((row, (str(Path(target_folder) / name), dihedral_mask(targets[name], k))))
+    check_plan(out, [row for row, _ in planned], size)  # a rerun with other settings: one line, before the bar
+    if on_total is not None:
+        on_total(len(planned))
+
+    def make(batch: list[tuple[SyntheticRow, tuple[str, np.ndarray]]]) -> list[tuple[np.ndarray, np.ndarray]]:
+        return [(transfer.transfer(appearance, appearance_mask, mask, label, row.seed, source), mask)
+                for row, (source, mask) in batch]
+
+    result = write_dataset(out, planned, make, tile_size=size, batch_size=1,
+                           classes=classes if not raw_masks else None, on_tile=on_tile)
+    return TransferResult(result.folder, result.written, result.skipped_existing, names)

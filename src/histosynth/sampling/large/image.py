@@ -213,7 +213,6 @@ def _latent_stage(model, request, mask, work: Path, device, progress) -> LargeSt
 
 def _decode_stage(model, request, latent: np.ndarray, work: Path, device, progress) -> np.ndarray:
     from histosynth.sampling.large.decode import diffusers_tiled_decode, hann_decode_bands, naive_decode_bands
-    from histosynth.sampling.sampler import SamplingSettings, TileSampler
 
     height, width = request.height, request.width
     image = np.lib.format.open_memmap(work / "image.npy", mode="w+", dtype=np.uint8, shape=(height, width, 3))
@@ -222,9 +221,9 @@ def _decode_stage(model, request, latent: np.ndarray, work: Path, device, progre
         image[:] = diffusers_tiled_decode(model.autoencoder.to(device), latent, config.scaling_factor,
                                           config.latent_shift, tile=request.decode_tile, factor=config.downsample)
     else:
-        tiles = TileSampler(model, SamplingSettings(), device)
+        model.to(device)
         bands = (hann_decode_bands if request.decoder == "hann" else naive_decode_bands)(
-            latent, lambda z: tiles.decode(z.to(tiles.device)), tile=request.decode_tile, factor=config.downsample)
+            latent, model.decode, tile=request.decode_tile, factor=config.downsample)
         for y0, band in bands:
             image[y0:y0 + len(band)] = band
             if progress:

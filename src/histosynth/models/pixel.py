@@ -1,4 +1,5 @@
-"""Pixel-space reconstruction metrics (PSNR, SSIM) on tensors in [-1, 1]."""
+"""Pixel-space similarity (PSNR, SSIM) of images in [-1, 1]: SSIM is a term of the autoencoder's loss, both
+are reconstruction metrics."""
 
 from __future__ import annotations
 

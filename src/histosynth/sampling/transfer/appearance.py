@@ -125,7 +125,7 @@ class AppearanceTransfer:
     def transfer(self, appearance: np.ndarray, appearance_mask: np.ndarray, target_mask: np.ndarray,
                  label: int | None = None, seed: int = 0, source: str = "target mask") -> np.ndarray:
         """One transferred tile (uint8 H x W x 3) with ``target_mask``'s structure and ``appearance``'s look."""
-        from histosynth.training.tensors import mask_fractions
+        from histosynth.models.conditioning import mask_fractions
 
         settings, backbone = self.settings, self.backbone
         appearance, appearance_mask = fit_appearance(appearance, appearance_mask, backbone.tile_size)
