@@ -44,7 +44,7 @@ from _common import cached_segmenter, machine, peak_rss_mib  # noqa: E402
 
 from histosynth.data.images import read_rgb  # noqa: E402
 from histosynth.data.manifest import load_manifest  # noqa: E402
-from histosynth.sampling.settings import SAMPLERS  # noqa: E402
+from histosynth.sampling.settings import PRECISIONS, SAMPLERS  # noqa: E402
 from histosynth.errors import HistosynthError, InputError  # noqa: E402
 from histosynth.encoders.inception import InceptionEncoder  # noqa: E402
 from histosynth.evaluation.c2st import classifier_two_sample_test  # noqa: E402
@@ -80,6 +80,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--guidance", type=float, default=2.0)
     parser.add_argument("--sampler", choices=SAMPLERS, default="ddim")
+    parser.add_argument("--precision", choices=PRECISIONS, default="float32",
+                        help="the denoiser's arithmetic (float32 keeps figures comparable with earlier ones)")
     parser.add_argument("--guidance-interval", default="0,1",
                         help="low,high fractions of the noise schedule where guidance applies (0,1 = every step)")
     parser.add_argument("--batch", type=int, default=16)
@@ -135,14 +137,16 @@ def generate_from_train(model: LatentDiffusionModel, train: TileTensors, items: 
     """
     interval = getattr(args, "guidance_interval", "0,1")
     settings = SamplingSettings(steps=args.steps, guidance=args.guidance, sampler=args.sampler, batch_size=args.batch,
-                                guidance_interval=tuple(float(v) for v in str(interval).split(",")))
+                                guidance_interval=tuple(float(v) for v in str(interval).split(",")),
+                                precision=getattr(args, "precision", "float32"))
     sampler = TileSampler(model, settings, args.device)
+    settings = sampler.settings  # precision resolved
     identity, labels = model.identity, model.classes.labels
     planned = []
     for tile_id, j, seed in items:
         label = int(train.labels[j])
         planned.append((SyntheticRow.of(tile_id, label=labels[label] if label < len(labels) else "", seed=seed,
-                                        model=identity, sampler=args.sampler, steps=args.steps,
+                                        model=identity, sampler=settings.sampler_record, steps=args.steps,
                                         guidance=settings.guidance_record, mask_source=f"train:{train.ids[j]}"), j))
 
     def make(batch: list[tuple[SyntheticRow, int]]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -255,7 +259,8 @@ def run(args: argparse.Namespace, command: str) -> dict:
                 "n_test": len(test), "n_generated": 0, "reconstruction_pixels": pixel, "fidelity": fidelity,
                 "timings_s": timings, "peak_rss_mib": round(peak_rss_mib())}
     gen_key = cache_key(model.identity, args.steps, args.guidance, args.sampler, args.seed, [train.ids[j] for j in picks],
-                   *([] if args.guidance_interval == "0,1" else [args.guidance_interval]))
+                   *([] if args.guidance_interval == "0,1" else [args.guidance_interval]),
+                   *([] if args.precision == "float32" else [args.precision]))
     gen_f = cached_features(cache, "generated", gen_key, iter(generated), len(generated), args.device)
     fidelity["generated"] = fidelity_metrics(reference, gen_f)
     lap("inception features, FID, KID, precision/recall, density/coverage")

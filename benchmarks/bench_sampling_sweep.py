@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/bench_sampling_sweep.py --model src/histosynth/weights/default \
         --settings dpm:20:2 dpm:20:1.5 dpm:20:3@0.17-0.89 --out bench_out/sweep --cache bench_out/quality/features
 
-Each setting is ``sampler:steps:guidance[@low-high]`` (the last part a guidance interval, fractions of
-the training timesteps). For every setting, ``--n`` tiles are generated from the labels and masks of the
+Each setting is ``sampler:steps:guidance[@low-high][/bf16]`` (a guidance interval as fractions of
+the training timesteps; `/bf16` runs the denoiser in bfloat16). For every setting, ``--n`` tiles are generated from the labels and masks of the
 same ``n`` random train tiles (same seeds; the draw of ``bench_quality.py``) into ``OUT/<setting>/``, a
 folder a rerun resumes, and scored in Inception features against all train tiles: FID, KID,
 precision/recall, density/coverage (k = 3) and authenticity. Test tiles are never read, so the best
@@ -37,14 +37,21 @@ from histosynth.sampling.settings import SAMPLERS  # noqa: E402
 from histosynth.training.tensors import load_tile_tensors  # noqa: E402
 
 
+PRECISION_SUFFIXES = {"": "float32", "fp32": "float32", "bf16": "bfloat16"}
+
+
 def parse_setting(text: str) -> argparse.Namespace:
-    """``sampler:steps:guidance[@low-high]`` -> the fields ``generate`` reads."""
+    """``sampler:steps:guidance[@low-high][/bf16]`` -> the fields ``generate`` reads."""
+    text, _, suffix = text.partition("/")
+    if suffix not in PRECISION_SUFFIXES:
+        raise InputError(f"setting {text!r}: precision suffix {suffix!r} is not bf16 or fp32")
     try:
         sampler, steps, guidance = text.split(":")
         weight, _, interval = guidance.partition("@")
         low, high = interval.split("-") if interval else ("0", "1")
         parsed = argparse.Namespace(sampler=sampler, steps=int(steps), guidance=float(weight),
-                                    guidance_interval=f"{float(low):g},{float(high):g}")
+                                    guidance_interval=f"{float(low):g},{float(high):g}",
+                                    precision=PRECISION_SUFFIXES[suffix])
     except ValueError:
         raise InputError(f"setting {text!r} is not sampler:steps:guidance[@low-high], e.g. dpm:20:2@0.17-0.89")
     if sampler not in SAMPLERS:
@@ -56,7 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="src/histosynth/weights/default")
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="manifest with a train split")
-    parser.add_argument("--settings", nargs="+", required=True, help="sampler:steps:guidance[@low-high] ...")
+    parser.add_argument("--settings", nargs="+", required=True, help="sampler:steps:guidance[@low-high][/bf16] ...")
     parser.add_argument("--n", type=int, default=412)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
@@ -84,13 +91,14 @@ def run(args: argparse.Namespace, command: str) -> dict:
         for name in ("batch", "seed", "device"):
             setattr(setting, name, getattr(args, name))
         start = time.perf_counter()
-        folder = out / text.replace(":", "_").replace("@", "_at_")
+        folder = out / text.replace(":", "_").replace("@", "_at_").replace("/", "_")
         ids = generate(model, train, picks, setting, folder)
         seconds = time.perf_counter() - start
         generated = np.stack([read_rgb(folder / "images" / f"{tile_id}.png") for tile_id in ids])
         key = cache_key(model.identity, setting.steps, setting.guidance, setting.sampler, args.seed,
                    [train.ids[j] for j in picks],
-                   *([] if setting.guidance_interval == "0,1" else [setting.guidance_interval]))
+                   *([] if setting.guidance_interval == "0,1" else [setting.guidance_interval]),
+                   *([] if setting.precision == "float32" else [setting.precision]))
         gen_f = cached_features(cache, "generated", key, iter(generated), len(generated), args.device)
         metrics = fidelity_metrics(train_f, gen_f)
         metrics["authenticity"] = authenticity(train_f, gen_f)[0]

@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import shlex
 import sys
 import time
@@ -116,7 +117,7 @@ def time_to_quality(model: LatentDiffusionModel, args: argparse.Namespace, ours:
     result = {}
     for arm, label in (("baseline", "plain-ddim:50:2 float32"), ("histosynth", described)):
         images = np.concatenate(arms[arm])
-        key = cache_key("speed", model.identity, label, args.seed, [train.ids[j] for j in picks])
+        key = cache_key("speed", hashlib.sha256(images.tobytes()).hexdigest())  # the pixels themselves: never stale
         metrics = fidelity_metrics(train_f, cached_features(cache, f"speed-{arm}", key, iter(images), len(images),
                                                             "cpu"))
         result[arm] = {"settings": label, "seconds": round(seconds[arm], 1), **metrics}
@@ -217,11 +218,11 @@ def main(argv: list[str] | None = None) -> int:
         model = LatentDiffusionModel.load(args.model)
         settings = our_settings(args)
         ours = TileSampler(model, settings)
-        described = describe(settings, ours.precision)
+        described = describe(settings, ours.settings.precision)
         result = {"command": command, "machine": machine(), "model": model.identity,
                   "model_folder": str(Path(args.model).resolve()), "ours": described,
                   "engineering": engineering(model, args.batch),
-                  "machine_use": machine_use(model, settings, ours.precision, args.batch)}
+                  "machine_use": machine_use(model, settings, ours.settings.precision, args.batch)}
         if not args.skip_quality:
             result["time_to_quality"] = time_to_quality(model, args, ours, described)
     except HistosynthError as error:

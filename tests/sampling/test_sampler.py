@@ -217,3 +217,28 @@ def test_guidance_interval_is_recorded_in_the_manifest(tiny_model_dir: Path, tmp
     code, _, err = run_cli(["sample", "--model", str(tiny_model_dir), "--guidance-interval", "0.8,0.2", "--out",
                             str(tmp_path / "p")], capsys)
     assert code == 2 and "guidance interval" in err and len(err.strip().splitlines()) == 1
+
+
+def test_bfloat16_is_recorded_close_to_float32_and_not_mixed_on_resume(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from histosynth.sampling.sampler import native_bfloat16, resolve_precision
+
+    model = LatentDiffusionModel.load(tiny_model_dir)
+    masks, _ = _inputs(2)
+    fp32 = _sampler(tiny_model_dir, sampler="dpm").sample([0, 1], masks, [10, 11])
+    bf16 = _sampler(tiny_model_dir, sampler="dpm", precision="bfloat16").sample([0, 1], masks, [10, 11])
+    difference = np.abs(fp32.astype(int) - bf16.astype(int))
+    assert 0 < difference.mean() < 8  # other arithmetic, the same tile up to rounding noise
+
+    out = tmp_path / "synth"
+    generate_dataset(model, out, 1, [0], MaskSource(None, 0.5), SamplingSettings(steps=2, precision="bfloat16"))
+    with open(out / "manifest.csv") as handle:
+        assert next(csv.DictReader(handle))["sampler"] == "ddim+bf16"
+    with pytest.raises(InputError, match="other settings"):
+        generate_dataset(model, out, 2, [0], MaskSource(None, 0.5), SamplingSettings(steps=2, precision="float32"))
+
+    auto = resolve_precision(SamplingSettings(precision="auto"), "cpu")
+    assert auto.precision == ("bfloat16" if native_bfloat16("cpu") else "float32")
+    with pytest.raises(ValueError, match="resolve"):
+        SamplingSettings(precision="auto").sampler_record
+    with pytest.raises(InputError, match="precision"):
+        SamplingSettings(precision="float16")

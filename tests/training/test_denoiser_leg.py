@@ -48,3 +48,27 @@ def test_a_leg_refuses_another_architecture(tiny_model_dir: Path, tmp_path: Path
     with pytest.raises(InputError, match="block_out_channels"):
         _train(tmp_path / "leg", tiny_model_dir, steps=1, init=tiny_model_dir / "denoiser", config=other)
     assert not (tmp_path / "leg" / "denoiser").exists()
+
+
+def test_a_rerun_reads_its_latents_from_the_run_cache(tiny_model_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    import histosynth.training.latents as latents
+    from histosynth.cli.train import _check_out
+
+    out = tmp_path / "run"
+    _train(out, tiny_model_dir, steps=2)
+    cache = out / "runs" / "denoiser" / "latents.safetensors"
+    assert cache.is_file()
+
+    def no_encoding(*args, **kwargs):
+        raise AssertionError("encoded again")
+
+    monkeypatch.setattr(latents, "encode_dihedral", no_encoding)
+    first = load_denoiser(out / "denoiser").state_dict()
+    _train(out, tiny_model_dir, steps=2)  # the finished run again: same settings, latents from the cache
+    assert all(torch.equal(first[k], v) for k, v in load_denoiser(out / "denoiser").state_dict().items())
+
+    cache.write_bytes(cache.read_bytes()[:100])  # truncated: encoded afresh, not a traceback
+    monkeypatch.undo()
+    _train(out, tiny_model_dir, steps=2)
+    assert cache.stat().st_size > 100
+    _check_out(out)  # the CLI still takes the folder: the cache is the run's own file, not a foreign one

@@ -46,6 +46,8 @@ def sample(
         help="Noise levels (fractions of the schedule, 1 = pure noise) where guidance applies; elsewhere the plain "
         "conditional model runs (one forward instead of two). 0,1 guides every step."),
     sampler: str = typer.Option(DEFAULTS.sampler, help="ddim, dpm (DPM-Solver++ 2M), dpm-sde (its stochastic variant) or unipc."),
+    precision: str = typer.Option(DEFAULTS.precision, help="The denoiser's arithmetic: float32, bfloat16, or auto "
+                                  "(bfloat16 where the CPU/GPU computes it natively; ~1.7x faster on such CPUs)."),
     seed: int = typer.Option(0, help="Base seed: tile i of a class uses seed + i."),
     batch_size: int = typer.Option(DEFAULTS.batch_size, min=1, help="Tiles per batch."),
     device: str = typer.Option("cpu", help="torch device, e.g. cpu or cuda."),
@@ -90,7 +92,7 @@ def sample(
             model=model, n=n, labels=label, masks=masks or "procedural", foreground=foreground, steps=steps,
             guidance=guidance, sampler=sampler, seed=seed, batch_size=batch_size, device=device, out=out, like=like,
             like_weight=like_weight, prototype=prototype, prototype_classifier=prototype_classifier,
-            prototype_guidance=prototype_guidance,
+            prototype_guidance=prototype_guidance, precision=precision,
             given={p for p in ("label", "masks") if getattr(ctx.get_parameter_source(p), "name", "") == "COMMANDLINE"})
     from histosynth.models.pipeline import LatentDiffusionModel
     from histosynth.sampling.generate import check_output, choose_mask_source, generate_dataset
@@ -110,7 +112,7 @@ def sample(
     if note:
         typer.echo(note)
     settings = SamplingSettings(steps=steps, guidance=guidance, sampler=sampler, batch_size=batch_size,
-                                guidance_interval=parse_interval(guidance_interval))
+                                guidance_interval=parse_interval(guidance_interval), precision=precision)
     check_output(loaded, out, n, ids, source, settings, seed)  # every one-line refusal before the bar
     with progress_bar("sampling", n * len(ids)) as advance:
         if ray is not None:

@@ -31,7 +31,7 @@ def _check_out(out: Path, device: str, seed: int, count: int) -> None:
 
 
 def _settings(steps: int, guidance: float, sampler: str, batch_size: int, like_weight: float = 2.0,
-              prototype_guidance: float = 0.0):
+              prototype_guidance: float = 0.0, precision: str = "float32"):
     from histosynth.errors import InputError
     from histosynth.sampling.sampler import SamplingSettings
     from histosynth.sampling.settings import check_sampler
@@ -40,13 +40,14 @@ def _settings(steps: int, guidance: float, sampler: str, batch_size: int, like_w
     if prototype_guidance and sampler != "ddim":
         raise InputError("prototype guidance runs in the DDIM sampler; use --sampler ddim")
     return SamplingSettings(steps=steps, guidance=guidance, sampler=sampler, batch_size=batch_size,
-                            like_weight=like_weight, prototype_guidance=prototype_guidance)
+                            like_weight=like_weight, prototype_guidance=prototype_guidance, precision=precision)
 
 
 def guided_sample(
     *, model: Optional[Path], n: int, labels: list[str], masks: str, foreground: float, steps: int, guidance: float,
     sampler: str, seed: int, batch_size: int, device: str, out: Path, like: Optional[Path], like_weight: float,
     prototype: Optional[str], prototype_classifier: Optional[Path], prototype_guidance: float, given: set[str],
+    precision: str = "float32",
 ) -> None:
     """``histosynth sample --like IMG`` / ``--prototype P``: ``n`` tiles; the class and mask are conditions
     only when ``--label`` / ``--masks`` were given on the command line (named in ``given``; else null class,
@@ -69,7 +70,7 @@ def guided_sample(
     if "label" in given and len(labels) != 1:
         raise InputError("--like / --prototype take at most one --label")
     settings = _settings(steps, guidance, sampler, batch_size, like_weight,
-                         prototype_guidance if prototype is not None else 0.0)
+                         prototype_guidance if prototype is not None else 0.0, precision)
     _check_out(out, device, seed, n)
     loaded = LatentDiffusionModel.load(model or default_model_dir())
     label_id, pick = _condition(loaded, labels[0] if "label" in given else None, masks if "masks" in given else None,

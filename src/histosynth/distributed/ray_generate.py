@@ -28,7 +28,7 @@ from histosynth.distributed.shards import Shard, make_shards, merge_manifest
 from histosynth.errors import HistosynthError
 from histosynth.models.pipeline import LatentDiffusionModel
 from histosynth.sampling.generate import MaskSource, plan_request, tile_maker
-from histosynth.sampling.sampler import SamplingSettings, TileSampler
+from histosynth.sampling.sampler import SamplingSettings, TileSampler, resolve_precision
 from histosynth.sampling.writer import GenerationResult, SyntheticDatasetWriter, SyntheticRow, check_plan, write_tiles
 
 INSTALL_HINT = "pip install 'histosynth[ray]' (or: pip install ray)"
@@ -143,6 +143,7 @@ def generate_dataset_ray(
     """
     ray = check_ray_address(address)
     out = Path(out)
+    settings = resolve_precision(settings, device)  # the driver decides, so every worker runs the same arithmetic
     jobs, folder_masks = plan_request(model, n, labels, masks, settings, seed)
     finished = check_plan(out, [job.row for job in jobs], model.tile_size)  # one line for anything wrong, first
     order = [job.row.id for job in jobs]

@@ -101,10 +101,12 @@ class LatentDiffusionModel:
         return self.autoencoder_config.scale(self.autoencoder.encode(images).latent_dist.mean)
 
     @torch.inference_mode()
-    def decode(self, latents: torch.Tensor) -> np.ndarray:
-        """The diffusion model's latents -> uint8 images N x H x W x 3 (on the autoencoder's device)."""
+    def decode(self, latents: torch.Tensor, precision: str = "float32") -> np.ndarray:
+        """The diffusion model's latents -> uint8 images N x H x W x 3 (on the autoencoder's device), decoded in
+        ``precision`` (float32 or bfloat16)."""
         latents = latents.to(next(self.autoencoder.parameters()).device)
-        images = self.autoencoder.decode(self.autoencoder_config.unscale(latents)).sample
+        with torch.autocast(latents.device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+            images = self.autoencoder.decode(self.autoencoder_config.unscale(latents)).sample.float()
         images = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
         return images.permute(0, 2, 3, 1).cpu().numpy()
 

@@ -20,7 +20,7 @@ from histosynth.sampling.masks import (
     mask_model_identity,
     procedural_mask,
 )
-from histosynth.sampling.sampler import SamplingSettings, TileSampler
+from histosynth.sampling.sampler import SamplingSettings, TileSampler, resolve_precision
 from histosynth.sampling.writer import GenerationResult, SyntheticRow, check_plan, write_dataset
 
 
@@ -117,7 +117,7 @@ def plan_rows(model: LatentDiffusionModel, n: int, labels: list[int], masks: Mas
             index = i % len(mask_names) if masks.folder and mask_names else None
             source = generated if index is None else f"{masks.folder.name}/{mask_names[index]}"
             row = SyntheticRow.of(f"{slug(name)}_{i:06d}", label=name, seed=seed + i, model=identity,
-                                  sampler=settings.sampler, steps=settings.steps, guidance=settings.guidance_record,
+                                  sampler=settings.sampler_record, steps=settings.steps, guidance=settings.guidance_record,
                                   mask_source=source)
             planned.append(TileJob(row, label, index))
     return planned
@@ -180,6 +180,7 @@ def generate_dataset(
     requests, an ``out`` that is not ours, and a rerun with another model or settings fail in one
     line before anything is written (see :func:`~histosynth.sampling.writer.check_plan`).
     """
+    settings = resolve_precision(settings, device)
     planned, folder_masks = plan_request(model, n, labels, masks, settings, seed)
     sampler = TileSampler(model, settings, device)
     return write_dataset(out, [(job.row, job) for job in planned], tile_maker(sampler, masks, folder_masks),

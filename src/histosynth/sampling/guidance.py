@@ -27,7 +27,7 @@ from histosynth.models.prototype_classifier import KIND as CLASSIFIER_KIND
 from histosynth.models.prototype_classifier import WEIGHTS_NAME as CLASSIFIER_WEIGHTS
 from histosynth.models.prototype_classifier import PrototypeClassifier, load_prototype_classifier
 from histosynth.sampling.generate import MaskSource
-from histosynth.sampling.sampler import SamplingSettings, TileSampler
+from histosynth.sampling.sampler import SamplingSettings, TileSampler, resolve_precision
 from histosynth.sampling.writer import MANIFEST_COLUMNS, GenerationResult, SyntheticRow, check_plan, write_dataset
 
 GUIDED_COLUMNS = (*MANIFEST_COLUMNS, "condition", "prototype")
@@ -105,7 +105,7 @@ def guided_row(job: GuidedTile, settings: SamplingSettings, names: Sequence[str]
     """The manifest row of a guided tile: no mask file when it has no mask, the class name (empty for the
     null class), and the ``condition`` and ``prototype`` columns."""
     return SyntheticRow.of(job.id, mask=job.mask is not None, label=names[job.label] if job.label < len(names) else "",
-                           seed=job.seed, model=identity, sampler=settings.sampler, steps=settings.steps,
+                           seed=job.seed, model=identity, sampler=settings.sampler_record, steps=settings.steps,
                            guidance=settings.guidance_record, mask_source=job.mask_source,
                            extra={"condition": job.condition, "prototype": "" if job.prototype is None else
                                   str(job.prototype)})
@@ -137,6 +137,7 @@ def generate_guided(
 ) -> GenerationResult:
     """Write ``tiles`` into ``out``; ids already written are skipped, so a rerun resumes. A folder of
     someone else's files, or tiles made with other settings, are refused in one line before any work."""
+    settings = resolve_precision(settings, device)
     planned = guided_plan(model, tiles, settings)
     sampler = TileSampler(model, settings, device, classifier)
 

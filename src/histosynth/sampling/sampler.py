@@ -48,6 +48,24 @@ def build_scheduler(model: LatentDiffusionModel | DenoiserConfig, name: SamplerN
     raise InputError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
 
 
+def native_bfloat16(device: str | torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 natively (else emulation makes it slower than float32)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        checks = (getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+        return any(check() for check in checks if check is not None)
+    return False
+
+
+def resolve_precision(settings: SamplingSettings, device: str | torch.device) -> SamplingSettings:
+    """``settings`` with ``precision: auto`` replaced by what ``device`` runs best (bfloat16 where native)."""
+    if settings.precision != "auto":
+        return settings
+    return settings.model_copy(update={"precision": "bfloat16" if native_bfloat16(device) else "float32"})
+
+
 def step_noise(seeds: Sequence[int], step: int, shape: tuple[int, ...]) -> torch.Tensor:
     """The stochastic samplers' noise at ``step``: each tile's from its own seed, so a tile does not depend
     on the batch it ran in (resume and sharding stay byte-identical)."""
@@ -65,9 +83,19 @@ class GuidedDenoiser:
     and only two branches run.
     """
 
-    def __init__(self, denoiser: torch.nn.Module, guidance: float, embedding_guidance: float = 1.0) -> None:
+    def __init__(self, denoiser: torch.nn.Module, guidance: float, embedding_guidance: float = 1.0,
+                 precision: str = "float32") -> None:
+        if precision not in ("float32", "bfloat16"):
+            raise ValueError(f"precision {precision!r} must be resolved to float32 or bfloat16 first")
         self.denoiser, self.guidance, self.embedding_guidance = denoiser, guidance, embedding_guidance
         self.null_label = denoiser.config.null_label
+        self.precision = precision
+
+    def _run(self, *inputs: torch.Tensor) -> torch.Tensor:
+        """One denoiser forward in the chosen precision; the output (and the guidance mix) in float32."""
+        device = inputs[0].device.type
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=self.precision == "bfloat16"):
+            return self.denoiser(*inputs).float()
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, conditions: torch.Tensor,
                  embeddings: torch.Tensor | None = None) -> torch.Tensor:
@@ -75,11 +103,11 @@ class GuidedDenoiser:
             return self._with_embeddings(x, t, labels, conditions, embeddings)
         w = self.guidance
         if w == 1.0:
-            return self.denoiser(x, t.expand(len(x)), labels, conditions)
+            return self._run(x, t.expand(len(x)), labels, conditions)
         null_labels = torch.full_like(labels, self.null_label)
         if w == 0.0:
-            return self.denoiser(x, t.expand(len(x)), null_labels, torch.zeros_like(conditions))
-        out = self.denoiser(torch.cat([x, x]), t.expand(2 * len(x)), torch.cat([labels, null_labels]),
+            return self._run(x, t.expand(len(x)), null_labels, torch.zeros_like(conditions))
+        out = self._run(torch.cat([x, x]), t.expand(2 * len(x)), torch.cat([labels, null_labels]),
                             torch.cat([conditions, torch.zeros_like(conditions)]))
         cond, uncond = out.chunk(2)
         return uncond + w * (cond - uncond)
@@ -93,13 +121,13 @@ class GuidedDenoiser:
         dropped = ~kept
         if bool((labels == self.null_label).all()) and not bool(conditions.any()):
             if w_e == 1.0:
-                return self.denoiser(x, t.expand(n), labels, conditions, embeddings)
-            out = self.denoiser(torch.cat([x, x]), t.expand(2 * n), torch.cat([labels, null_labels]),
+                return self._run(x, t.expand(n), labels, conditions, embeddings)
+            out = self._run(torch.cat([x, x]), t.expand(2 * n), torch.cat([labels, null_labels]),
                                 torch.cat([conditions, zeros]), torch.cat([embeddings, embeddings]),
                                 torch.cat([kept, dropped]))
             cond_e, uncond = out.chunk(2)
             return uncond + w_e * (cond_e - uncond)
-        out = self.denoiser(torch.cat([x, x, x]), t.expand(3 * n), torch.cat([labels, labels, null_labels]),
+        out = self._run(torch.cat([x, x, x]), t.expand(3 * n), torch.cat([labels, labels, null_labels]),
                             torch.cat([conditions, conditions, zeros]), torch.cat([embeddings] * 3),
                             torch.cat([kept, dropped, dropped]))
         cond_e, cond, uncond = out.chunk(3)
@@ -112,7 +140,7 @@ class TileSampler:
     def __init__(self, model: LatentDiffusionModel, settings: SamplingSettings, device: str | torch.device = "cpu",
                  classifier: torch.nn.Module | None = None):
         self.model = model.to(device)
-        self.settings = settings
+        self.settings = resolve_precision(settings, device)
         self.device = torch.device(device)
         self.tile_size = model.autoencoder_config.tile_size
         #: The latent prototype classifier for classifier guidance (``prototypes=`` in :meth:`sample`).
@@ -143,8 +171,9 @@ class TileSampler:
         scheduler = build_scheduler(self.model, self.settings.sampler)
         scheduler.set_timesteps(self.settings.steps, device=self.device)
         latents = latents.to(self.device) * scheduler.init_noise_sigma
-        guided = GuidedDenoiser(self.model.denoiser, self.settings.guidance, self.settings.like_weight)
-        unguided = GuidedDenoiser(self.model.denoiser, 1.0, self.settings.like_weight)
+        precision = self.settings.precision
+        guided = GuidedDenoiser(self.model.denoiser, self.settings.guidance, self.settings.like_weight, precision)
+        unguided = GuidedDenoiser(self.model.denoiser, 1.0, self.settings.like_weight, precision)
         low, high = self.settings.guidance_interval
         total = self.model.denoiser.config.num_train_timesteps
         labels, fractions = labels.to(self.device), fractions.to(self.device)
@@ -163,7 +192,7 @@ class TileSampler:
 
     def decode(self, latents: torch.Tensor) -> np.ndarray:
         """Latents (scaled, shifted) -> uint8 images N x H x W x 3 (:meth:`LatentDiffusionModel.decode`)."""
-        return self.model.decode(latents)
+        return self.model.decode(latents, self.settings.precision)
 
     def _classifier_guidance(self, scheduler, prototypes: torch.Tensor | None):
         weight = self.settings.prototype_guidance

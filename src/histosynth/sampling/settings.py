@@ -16,6 +16,10 @@ SamplerName = Literal["ddim", "dpm", "dpm-sde", "unipc"]
 #: each tile draws from its own seed; unipc: UniPC multistep (deterministic).
 SAMPLERS: tuple[str, ...] = ("ddim", "dpm", "dpm-sde", "unipc")
 STOCHASTIC_SAMPLERS: tuple[str, ...] = ("dpm-sde",)
+Precision = Literal["auto", "float32", "bfloat16"]
+#: auto: bfloat16 where the hardware computes it natively (CPUs with AVX512-BF16 or AMX, GPUs with bf16),
+#: float32 elsewhere. The denoiser and the decoder run in it (docs/benchmarks.md, issue K).
+PRECISIONS: tuple[str, ...] = ("auto", "float32", "bfloat16")
 
 
 def check_sampler(name: Any) -> str:
@@ -44,6 +48,9 @@ class SamplingSettings(BaseModel):
     #: applies (Kynkaanniemi et al. 2024); elsewhere the plain conditional model runs (one forward, not two).
     #: ``(0, 1)`` guides every step.
     guidance_interval: tuple[float, float] = (0.0, 1.0)
+    #: The denoiser's arithmetic; ``auto`` is resolved per device before a run (``sampler.resolve_precision``).
+    #: float32 stays the default until the time-to-quality benchmark has measured auto (bf16 held FID: 87.3 vs 87.4).
+    precision: Precision = "float32"
 
     def __init__(self, **values: Any) -> None:
         try:
@@ -64,6 +71,13 @@ class SamplingSettings(BaseModel):
         if not 0.0 <= low <= high <= 1.0:
             raise InputError(f"guidance interval must satisfy 0 <= low <= high <= 1, got {low},{high}")
         return self
+
+    @property
+    def sampler_record(self) -> str:
+        """The manifest's ``sampler`` column: the sampler, with ``+bf16`` when the denoiser ran in bfloat16."""
+        if self.precision == "auto":
+            raise ValueError("resolve the precision for a device before recording it")
+        return self.sampler + ("+bf16" if self.precision == "bfloat16" else "")
 
     @property
     def guidance_record(self) -> float | str:

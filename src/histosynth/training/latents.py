@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -61,3 +63,31 @@ def measure_latent_statistics(autoencoder, images: torch.Tensor, batch_size: int
     shift = z.mean(dim=(0, 2, 3))
     std = (z - shift.view(1, -1, 1, 1)).std()
     return [float(v) for v in shift], float(1.0 / std)
+
+
+def encode_dihedral_cached(
+    cache: str | Path, autoencoder, images: torch.Tensor, autoencoder_digest: str,
+    on_batch: Callable[[int], None] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`encode_dihedral`, kept in the safetensors file ``cache`` so a resumed run does not encode again
+    (an hour of CPU for EBHI's 10,304 tile x symmetry latents). The file names the autoencoder weights and a
+    digest of the tiles; a cache made from anything else is encoded afresh and replaced."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from histosynth.io import atomic_path
+
+    cache = Path(cache)
+    key = {"autoencoder": autoencoder_digest, "tiles": hashlib.sha256(images.numpy().tobytes()).hexdigest()}
+    if cache.is_file():
+        try:
+            with safe_open(str(cache), "pt") as handle:
+                if handle.metadata() == key:
+                    return handle.get_tensor("mean"), handle.get_tensor("logvar")
+        except Exception:  # noqa: BLE001 - a truncated or foreign file is simply encoded again
+            pass
+    mean, logvar = encode_dihedral(autoencoder, images, on_batch=on_batch)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(cache) as tmp:
+        save_file({"mean": mean.contiguous(), "logvar": logvar.contiguous()}, str(tmp), metadata=key)
+    return mean, logvar

@@ -16,7 +16,11 @@ from histosynth.models.conditioning import dihedral, mask_fractions
 from histosynth.models.denoiser import ConditionalDenoiser, DenoiserConfig, save_denoiser
 from histosynth.models.pipeline import AUTOENCODER_DIR, DENOISER_DIR, MASK_MODEL_DIR
 from histosynth.training.config import TrainConfig
-from histosynth.training.latents import encode_dihedral, measure_latent_statistics, training_device
+from histosynth.training.latents import (
+    encode_dihedral_cached,
+    measure_latent_statistics,
+    training_device,
+)
 from histosynth.training.loop import train
 from histosynth.training.objectives import (
     AutoencoderLossConfig,
@@ -29,6 +33,7 @@ from histosynth.training.tensors import TileTensors
 
 Progress = Callable[[int, dict[str, float]], None]
 RUNS_DIR = "runs"
+LATENT_CACHE = "latents.safetensors"  # in the denoiser's run folder: a resumed run skips encoding
 
 
 @dataclass
@@ -188,7 +193,11 @@ def train_denoiser(
                              autoencoder=ae_config.model_dump(mode="json"),
                              **({"init": init[1]} if init else {}))
     start_or_resume(run_dir, settings)
-    mean, logvar = encode_dihedral(autoencoder.to(training_device()), tiles.images, on_batch=on_encode)
+    from histosynth.io import file_digest
+    from histosynth.models.autoencoder import WEIGHTS_NAME as AE_WEIGHTS
+
+    mean, logvar = encode_dihedral_cached(run_dir / LATENT_CACHE, autoencoder.to(training_device()), tiles.images,
+                                          file_digest(Path(autoencoder_dir) / AE_WEIGHTS), on_batch=on_encode)
     fractions = mask_fractions(tiles.masks, tiles.mask_known, model_config.num_mask_classes, ae_config.downsample)
     noise_scheduler = DDPMScheduler(
         num_train_timesteps=model_config.num_train_timesteps,
