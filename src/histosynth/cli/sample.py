@@ -45,9 +45,11 @@ def sample(
         DEFAULTS_INTERVAL, "--guidance-interval", metavar="LOW,HIGH",
         help="Noise levels (fractions of the schedule, 1 = pure noise) where guidance applies; elsewhere the plain "
         "conditional model runs (one forward instead of two). 0,1 guides every step."),
-    sampler: str = typer.Option(DEFAULTS.sampler, help="ddim, dpm (DPM-Solver++ 2M), dpm-sde (its stochastic variant) or unipc."),
-    precision: str = typer.Option(DEFAULTS.precision, help="Arithmetic of the denoiser and decoder: float32, bfloat16, or auto "
-                                  "(bfloat16 where the CPU/GPU computes it natively; ~1.7x faster on such CPUs)."),
+    sampler: str = typer.Option(
+        DEFAULTS.sampler, help="ddim, dpm (DPM-Solver++ 2M), dpm-sde (its stochastic variant) or unipc."),
+    precision: str = typer.Option(
+        DEFAULTS.precision, help="Arithmetic of the denoiser and decoder: float32, bfloat16, or auto (bfloat16 "
+        "where the CPU/GPU computes it natively; ~1.7x faster on such CPUs)."),
     seed: int = typer.Option(0, help="Base seed: tile i of a class uses seed + i."),
     batch_size: int = typer.Option(DEFAULTS.batch_size, min=1, help="Tiles per batch."),
     device: str = typer.Option("cpu", help="torch device, e.g. cpu or cuda."),
