@@ -108,7 +108,7 @@ class GuidedDenoiser:
         if w == 0.0:
             return self._run(x, t.expand(len(x)), null_labels, torch.zeros_like(conditions))
         out = self._run(torch.cat([x, x]), t.expand(2 * len(x)), torch.cat([labels, null_labels]),
-                            torch.cat([conditions, torch.zeros_like(conditions)]))
+                        torch.cat([conditions, torch.zeros_like(conditions)]))
         cond, uncond = out.chunk(2)
         return uncond + w * (cond - uncond)
 
@@ -123,13 +123,13 @@ class GuidedDenoiser:
             if w_e == 1.0:
                 return self._run(x, t.expand(n), labels, conditions, embeddings)
             out = self._run(torch.cat([x, x]), t.expand(2 * n), torch.cat([labels, null_labels]),
-                                torch.cat([conditions, zeros]), torch.cat([embeddings, embeddings]),
-                                torch.cat([kept, dropped]))
+                            torch.cat([conditions, zeros]), torch.cat([embeddings, embeddings]),
+                            torch.cat([kept, dropped]))
             cond_e, uncond = out.chunk(2)
             return uncond + w_e * (cond_e - uncond)
         out = self._run(torch.cat([x, x, x]), t.expand(3 * n), torch.cat([labels, labels, null_labels]),
-                            torch.cat([conditions, conditions, zeros]), torch.cat([embeddings] * 3),
-                            torch.cat([kept, dropped, dropped]))
+                        torch.cat([conditions, conditions, zeros]), torch.cat([embeddings] * 3),
+                        torch.cat([kept, dropped, dropped]))
         cond_e, cond, uncond = out.chunk(3)
         return uncond + w * (cond - uncond) + w_e * (cond_e - cond)
 
