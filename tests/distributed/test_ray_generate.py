@@ -159,7 +159,9 @@ def test_killed_worker_loses_and_duplicates_nothing(cluster, model_dir: Path, tm
     result = generate_dataset_ray(LatentDiffusionModel.load(model_dir), tmp_path / "ray", N, LABELS, MaskSource(),
                                   SETTINGS, seed=SEED, workers=2, on_tile=kill_one_worker)
     assert killed and not psutil.pid_exists(killed[0])
-    assert result.written >= 12  # a killed shard is sampled again
+    # A killed worker's shard is sampled again, unless the worker had written it (its shard part) before it
+    # died: then the rerun reads those tiles instead. Either way every tile is there exactly once (below).
+    assert result.written <= 12
     _assert_same_folder(reference, tmp_path / "ray")
     assert _actors_after_exit() == []  # actors are released at the end
 
