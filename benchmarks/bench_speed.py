@@ -79,10 +79,9 @@ def our_settings(args: argparse.Namespace) -> SamplingSettings:
     return SamplingSettings(**values)
 
 
-def describe(settings: SamplingSettings, precision: str) -> str:
-    low, high = settings.guidance_interval
-    interval = "" if (low, high) == (0.0, 1.0) else f"@{low:g}-{high:g}"
-    return f"{settings.sampler}:{settings.steps}:{settings.guidance:g}{interval} {precision}"
+def describe(settings: SamplingSettings) -> str:
+    """Resolved settings as the manifest records them, e.g. ``unipc+bf16:20:1.5``."""
+    return f"{settings.sampler_record}:{settings.steps}:{settings.guidance_record}"
 
 
 def time_to_quality(model: LatentDiffusionModel, args: argparse.Namespace, ours: TileSampler, described: str) -> dict:
@@ -218,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         model = LatentDiffusionModel.load(args.model)
         settings = our_settings(args)
         ours = TileSampler(model, settings)
-        described = describe(settings, ours.settings.precision)
+        described = describe(ours.settings)
         result = {"command": command, "machine": machine(), "model": model.identity,
                   "model_folder": str(Path(args.model).resolve()), "ours": described,
                   "engineering": engineering(model, args.batch),

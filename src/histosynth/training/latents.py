@@ -70,7 +70,7 @@ def encode_dihedral_cached(
     on_batch: Callable[[int], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`encode_dihedral`, kept in the safetensors file ``cache`` so a resumed run does not encode again
-    (an hour of CPU for EBHI's 10,304 tile x symmetry latents). The file names the autoencoder weights and a
+    (over an hour on one CPU thread for EBHI's 10,304 tile x symmetry latents). The file names the autoencoder weights and a
     digest of the tiles; a cache made from anything else is encoded afresh and replaced."""
     from safetensors import safe_open
     from safetensors.torch import save_file
