@@ -25,7 +25,8 @@ from tiny_models import TILE, make_tiles, tiny_train_config
 def _sampler(model_dir: Path, classifier_dir: Path | None, **settings) -> TileSampler:
     model = LatentDiffusionModel.load(model_dir)
     classifier = load_guidance_classifier(classifier_dir, model)[0] if classifier_dir else None
-    return TileSampler(model, SamplingSettings(**{"steps": 4, **settings}), classifier=classifier)
+    exact = {"steps": 4, "sampler": "ddim", "precision": "float32"}  # classifier guidance steps through DDIM
+    return TileSampler(model, SamplingSettings(**{**exact, **settings}), classifier=classifier)
 
 
 def test_zero_weight_is_exactly_the_unguided_sampler(tiny_model_dir: Path, classifier_dir: Path) -> None:

@@ -129,7 +129,7 @@ def shipped():
 
     if not WEIGHTS.is_dir():
         pytest.skip("shipped weights not present")
-    return TileSampler(LatentDiffusionModel.load(WEIGHTS), SamplingSettings())
+    return TileSampler(LatentDiffusionModel.load(WEIGHTS), SamplingSettings(precision="float32"))
 
 
 def test_shipped_autoencoder_hann_matches_whole_decode_loosely(shipped) -> None:

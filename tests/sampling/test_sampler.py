@@ -23,7 +23,9 @@ from tiny_models import TILE
 
 
 def _sampler(folder: Path, **settings) -> TileSampler:
-    return TileSampler(LatentDiffusionModel.load(folder), SamplingSettings(**{"steps": 4, **settings}))
+    """A sampler on the exact path (DDIM, float32) unless ``settings`` say otherwise."""
+    exact = {"steps": 4, "sampler": "ddim", "precision": "float32"}
+    return TileSampler(LatentDiffusionModel.load(folder), SamplingSettings(**{**exact, **settings}))
 
 
 def _inputs(n: int):
@@ -230,11 +232,19 @@ def test_bfloat16_is_recorded_close_to_float32_and_not_mixed_on_resume(tiny_mode
     assert 0 < difference.mean() < 8  # other arithmetic, the same tile up to rounding noise
 
     out = tmp_path / "synth"
-    generate_dataset(model, out, 1, [0], MaskSource(None, 0.5), SamplingSettings(steps=2, precision="bfloat16"))
+    generate_dataset(model, out, 1, [0], MaskSource(None, 0.5),
+                     SamplingSettings(steps=2, sampler="ddim", precision="bfloat16"))
     with open(out / "manifest.csv") as handle:
         assert next(csv.DictReader(handle))["sampler"] == "ddim+bf16"
     with pytest.raises(InputError, match="other settings"):
-        generate_dataset(model, out, 2, [0], MaskSource(None, 0.5), SamplingSettings(steps=2, precision="float32"))
+        generate_dataset(model, out, 2, [0], MaskSource(None, 0.5),
+                         SamplingSettings(steps=2, sampler="ddim", precision="float32"))
+
+    # The defaults (issue K): UniPC, in bfloat16 exactly where the CPU computes it natively.
+    generate_dataset(model, tmp_path / "default", 1, [0], MaskSource(None, 0.5), SamplingSettings(steps=2))
+    with open(tmp_path / "default" / "manifest.csv") as handle:
+        recorded = next(csv.DictReader(handle))["sampler"]
+    assert recorded == ("unipc+bf16" if native_bfloat16("cpu") else "unipc")
 
     auto = resolve_precision(SamplingSettings(precision="auto"), "cpu")
     assert auto.precision == ("bfloat16" if native_bfloat16("cpu") else "float32")

@@ -6,12 +6,16 @@ from pathlib import Path
 
 import typer
 
+from histosynth.sampling.settings import SamplingSettings
+
+DEFAULTS = SamplingSettings()
+
 
 def demo(
     out: Path = typer.Option(Path("demo_out"), "--out", help="Folder for everything the demo writes."),
     n: int = typer.Option(6, "--n", min=1, help="Tiles generated per class."),
-    steps: int = typer.Option(50, min=1, help="Sampling steps."),
-    guidance: float = typer.Option(2.0, min=0.0, help="Classifier-free guidance weight."),
+    steps: int = typer.Option(DEFAULTS.steps, min=1, help=f"Sampling steps ({DEFAULTS.sampler})."),
+    guidance: float = typer.Option(DEFAULTS.guidance, min=0.0, help="Classifier-free guidance weight."),
     masks: str = typer.Option("model", "--masks", metavar="model|procedural",
                               help="Masks the tiles are conditioned on: 'model' (gland layouts generated per class "
                               "and seed by the shipped mask model) or 'procedural' (random blobs)."),
@@ -31,7 +35,6 @@ def demo(
     from histosynth.errors import InputError
     from histosynth.io import prepare_output_dir
     from histosynth.sampling.generate import check_output, choose_mask_source, generate_dataset
-    from histosynth.sampling.sampler import SamplingSettings
     from histosynth.sampling.writer import check_folder
     from histosynth.weights import default_model_dir
 
@@ -47,7 +50,7 @@ def demo(
         typer.echo(note)
     described = "gland masks from the mask model" if source.kind == "model" else "procedural gland masks"
     typer.echo(f"1. generating {n} tiles for each of {len(labels)} classes with the shipped model "
-               f"({steps} DDIM steps, guidance {guidance}, {described})")
+               f"({steps} {DEFAULTS.sampler} steps, guidance {guidance:g}, {described})")
     synthetic = out / "synthetic"
     settings = SamplingSettings(steps=steps, guidance=guidance, batch_size=min(16, n * len(labels)))
     check_output(model, synthetic, n, labels, source, settings)  # a rerun with other settings: one line, no bar

@@ -24,6 +24,11 @@ def parse_interval(text: str) -> tuple[float, float]:
     return low, high
 
 
+def _given(ctx: typer.Context, parameter: str) -> bool:
+    """Whether ``parameter`` was given on the command line (not left at its default)."""
+    return getattr(ctx.get_parameter_source(parameter), "name", "") == "COMMANDLINE"
+
+
 def sample(
     ctx: typer.Context,
     model: Optional[Path] = typer.Option(None, "--model", help="Model folder (default: the shipped EBHI model)."),
@@ -38,7 +43,7 @@ def sample(
         "else procedural."),
     foreground: float = typer.Option(0.6, min=0.0, max=1.0, help="Foreground fraction of procedural masks."),
     mask_steps: int = typer.Option(20, "--mask-steps", min=1, help="DDIM levels of mask-model masks."),
-    steps: int = typer.Option(DEFAULTS.steps, min=1, help="Sampling steps."),
+    steps: int = typer.Option(DEFAULTS.steps, min=1, help="Sampling steps (--prototype: 50 unless given)."),
     guidance: float = typer.Option(DEFAULTS.guidance, min=0.0, help="Classifier-free guidance weight (0 = "
                                    "unconditional, 1 = conditional)."),
     guidance_interval: str = typer.Option(
@@ -46,10 +51,11 @@ def sample(
         help="Noise levels (fractions of the schedule, 1 = pure noise) where guidance applies; elsewhere the plain "
         "conditional model runs (one forward instead of two). 0,1 guides every step."),
     sampler: str = typer.Option(
-        DEFAULTS.sampler, help="ddim, dpm (DPM-Solver++ 2M), dpm-sde (its stochastic variant) or unipc."),
+        DEFAULTS.sampler, help="unipc (UniPC multistep), ddim, dpm (DPM-Solver++ 2M) or dpm-sde (its stochastic "
+        "variant); --prototype: ddim unless given."),
     precision: str = typer.Option(
         DEFAULTS.precision, help="Arithmetic of the denoiser and decoder: float32, bfloat16, or auto (bfloat16 "
-        "where the CPU/GPU computes it natively; ~1.7x faster on such CPUs)."),
+        "where the CPU/GPU computes it natively; ~1.7x faster on such CPUs; --prototype: float32 unless given)."),
     seed: int = typer.Option(0, help="Base seed: tile i of a class uses seed + i."),
     batch_size: int = typer.Option(DEFAULTS.batch_size, min=1, help="Tiles per batch."),
     device: str = typer.Option("cpu", help="torch device, e.g. cpu or cuda."),
@@ -90,12 +96,19 @@ def sample(
             raise InputError("--ray does not take --like or --prototype yet")
         from histosynth.cli.synthesize import guided_sample
 
+        if prototype is not None:  # classifier guidance steps through DDIM: its defaults unless told otherwise
+            from histosynth.sampling.settings import CLASSIFIER_GUIDANCE_DEFAULTS as chosen
+
+            sampler = sampler if _given(ctx, "sampler") else chosen["sampler"]
+            steps = steps if _given(ctx, "steps") else chosen["steps"]
+            precision = precision if _given(ctx, "precision") else chosen["precision"]
+
         return guided_sample(
             model=model, n=n, labels=label, masks=masks or "procedural", foreground=foreground, steps=steps,
             guidance=guidance, sampler=sampler, seed=seed, batch_size=batch_size, device=device, out=out, like=like,
             like_weight=like_weight, prototype=prototype, prototype_classifier=prototype_classifier,
             prototype_guidance=prototype_guidance, precision=precision,
-            given={p for p in ("label", "masks") if getattr(ctx.get_parameter_source(p), "name", "") == "COMMANDLINE"})
+            given={p for p in ("label", "masks") if _given(ctx, p)})
     from histosynth.models.pipeline import LatentDiffusionModel
     from histosynth.sampling.generate import check_output, choose_mask_source, generate_dataset
     from histosynth.sampling.sampler import SamplingSettings
@@ -115,7 +128,7 @@ def sample(
         typer.echo(note)
     settings = SamplingSettings(steps=steps, guidance=guidance, sampler=sampler, batch_size=batch_size,
                                 guidance_interval=parse_interval(guidance_interval), precision=precision)
-    check_output(loaded, out, n, ids, source, settings, seed)  # every one-line refusal before the bar
+    check_output(loaded, out, n, ids, source, settings, seed, device)  # every one-line refusal before the bar
     with progress_bar("sampling", n * len(ids)) as advance:
         if ray is not None:
             from histosynth.distributed.ray_generate import generate_dataset_ray

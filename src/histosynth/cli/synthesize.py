@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from histosynth.sampling.settings import CLASSIFIER_GUIDANCE_DEFAULTS
+
 
 def _condition(loaded, label: Optional[str], masks: Optional[str], foreground: float, seed: int):
     """The class id (null class when no label is given) and a mask picker (no mask unless asked for)."""
@@ -88,7 +90,7 @@ def guided_sample(
         classifier, names, identity = load_guidance_classifier(prototype_classifier, loaded)
         proto = resolve_prototype(prototype, names, prototype_classifier)
         tiles = prototype_tiles([proto], names, n, label_id, pick, seed, prototype_guidance, identity)
-    check_guided_output(loaded, out, tiles, settings)  # a rerun with other settings: one line, before the bar
+    check_guided_output(loaded, out, tiles, settings, device)  # a rerun with other settings: one line, first
     with progress_bar("sampling", len(tiles)) as advance:
         result = generate_guided(loaded, out, tiles, settings, classifier, device, on_tile=advance)
     typer.echo(f"{result.written} tiles written, {result.skipped_existing} already there -> {result.folder}")
@@ -110,7 +112,7 @@ def synthesize_balanced(
                                         "folder's mask_model/), 'procedural' or a folder of PNG masks (default: none; "
                                         "tiles are written without masks)."),
     foreground: float = typer.Option(0.6, min=0.0, max=1.0, help="Foreground fraction of procedural masks."),
-    steps: int = typer.Option(50, min=1, help="Sampling steps (DDIM)."),
+    steps: int = typer.Option(CLASSIFIER_GUIDANCE_DEFAULTS["steps"], min=1, help="Sampling steps (DDIM)."),
     guidance: float = typer.Option(2.0, min=0.0, help="Classifier-free guidance weight of --label/--masks."),
     seed: int = typer.Option(0, help="Base seed: tile j of the set uses seed + j."),
     batch_size: int = typer.Option(16, min=1, help="Tiles per batch."),
@@ -129,7 +131,8 @@ def synthesize_balanced(
     )
     from histosynth.weights import default_model_dir
 
-    settings = _settings(steps, guidance, "ddim", batch_size, prototype_guidance=prototype_guidance)
+    settings = _settings(steps, guidance, CLASSIFIER_GUIDANCE_DEFAULTS["sampler"], batch_size,
+                         prototype_guidance=prototype_guidance, precision=CLASSIFIER_GUIDANCE_DEFAULTS["precision"])
     _check_out(out, device, seed, per_prototype)
     loaded = LatentDiffusionModel.load(model or default_model_dir())
     classifier, names, identity = load_guidance_classifier(prototype_classifier, loaded)
@@ -138,7 +141,7 @@ def synthesize_balanced(
     label_id, pick = _condition(loaded, label, masks, foreground, seed)
     tiles = prototype_tiles(list(dict.fromkeys(chosen)), names, per_prototype, label_id, pick, seed,
                             prototype_guidance, identity)
-    check_guided_output(loaded, out, tiles, settings)  # a rerun with other settings: one line, before the bar
+    check_guided_output(loaded, out, tiles, settings, device)  # a rerun with other settings: one line, first
     with progress_bar("sampling", len(tiles)) as advance:
         result = generate_guided(loaded, out, tiles, settings, classifier, device, on_tile=advance)
     typer.echo(f"{result.written} tiles written, {result.skipped_existing} already there, "

@@ -154,10 +154,10 @@ def plan_request(model: LatentDiffusionModel, n: int, labels: list[int], masks: 
 
 
 def check_output(model: LatentDiffusionModel, out: str | Path, n: int, labels: list[int], masks: MaskSource,
-                 settings: SamplingSettings, seed: int = 0) -> list[TileJob]:
+                 settings: SamplingSettings, seed: int = 0, device: str = "cpu") -> list[TileJob]:
     """Every check :func:`generate_dataset` makes before it writes, for callers that want them done before
     a progress bar starts, or that write with another engine (Ray); returns the plan."""
-    planned, _ = plan_request(model, n, labels, masks, settings, seed)
+    planned, _ = plan_request(model, n, labels, masks, resolve_precision(settings, device), seed)
     check_plan(out, [job.row for job in planned], model.tile_size)
     return planned
 

@@ -119,11 +119,11 @@ def guided_plan(model: LatentDiffusionModel, tiles: Sequence[GuidedTile],
 
 
 def check_guided_output(model: LatentDiffusionModel, out: str | Path, tiles: Sequence[GuidedTile],
-                        settings: SamplingSettings) -> None:
+                        settings: SamplingSettings, device: str = "cpu") -> None:
     """Every check :func:`generate_guided` makes before it writes (one line each), for callers that want
     them done before a progress bar starts."""
-    check_plan(out, [row for row, _ in guided_plan(model, tiles, settings)], model.tile_size, GUIDED_COLUMNS,
-               GUIDED_KIND)
+    rows = [row for row, _ in guided_plan(model, tiles, resolve_precision(settings, device))]
+    check_plan(out, rows, model.tile_size, GUIDED_COLUMNS, GUIDED_KIND)
 
 
 def generate_guided(

@@ -11,15 +11,21 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from histosynth.errors import InputError
 
-SamplerName = Literal["ddim", "dpm", "dpm-sde", "unipc"]
-#: ddim: DDIM (deterministic); dpm: DPM-Solver++ 2M; dpm-sde: its stochastic (SDE) variant, whose step noise
-#: each tile draws from its own seed; unipc: UniPC multistep (deterministic).
-SAMPLERS: tuple[str, ...] = ("ddim", "dpm", "dpm-sde", "unipc")
+SamplerName = Literal["unipc", "ddim", "dpm", "dpm-sde"]
+#: unipc: UniPC multistep (deterministic; the default); ddim: DDIM (deterministic); dpm: DPM-Solver++ 2M;
+#: dpm-sde: its stochastic (SDE) variant, whose step noise each tile draws from its own seed. The default comes
+#: first, so lists built from this one (the web form's menu) preselect it.
+SAMPLERS: tuple[str, ...] = ("unipc", "ddim", "dpm", "dpm-sde")
 STOCHASTIC_SAMPLERS: tuple[str, ...] = ("dpm-sde",)
 Precision = Literal["auto", "float32", "bfloat16"]
 #: auto: bfloat16 where the hardware computes it natively (CPUs with AVX512-BF16 or AMX, GPUs with bf16),
 #: float32 elsewhere. The denoiser and the decoder run in it (docs/benchmarks.md, issue K).
 PRECISIONS: tuple[str, ...] = ("auto", "float32", "bfloat16")
+
+
+#: Classifier guidance towards a prototype steps through DDIM only, and its hit rates were measured at DDIM 50
+#: in float32 (docs/benchmarks.md): what a prototype-guided run gets for each of these it is not given.
+CLASSIFIER_GUIDANCE_DEFAULTS: dict[str, Any] = {"sampler": "ddim", "steps": 50, "precision": "float32"}
 
 
 def check_sampler(name: Any) -> str:
@@ -34,11 +40,13 @@ class SamplingSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    steps: int = Field(50, ge=1)
+    #: 20 UniPC steps in ``auto`` precision: the fast defaults of issue K (3.5x less time than the diffusers DDIM-50
+    #: loop at a better FID on a bf16 CPU; DDIM 50 scores 85.1, UniPC 20 87.1: docs/benchmarks.md).
+    steps: int = Field(20, ge=1)
     #: Classifier-free guidance weight; 1.5: best generation FID of the issue-H sweep (docs/benchmarks.md). An
     #: int stays an int, so the manifest records the weight as it was given.
     guidance: int | float = Field(1.5, ge=0)
-    sampler: SamplerName = "ddim"
+    sampler: SamplerName = "unipc"
     batch_size: int = Field(16, ge=1)
     #: Guidance weight of the tile embedding (embedding denoisers, ``--like``): 0 ignores it, 1 = plain conditional.
     like_weight: float = Field(2.0, ge=0)
@@ -48,9 +56,9 @@ class SamplingSettings(BaseModel):
     #: applies (Kynkaanniemi et al. 2024); elsewhere the plain conditional model runs (one forward, not two).
     #: ``(0, 1)`` guides every step.
     guidance_interval: tuple[float, float] = (0.0, 1.0)
-    #: The denoiser's arithmetic; ``auto`` is resolved per device before a run (``sampler.resolve_precision``).
-    #: float32 stays the default until the time-to-quality benchmark has measured auto (bf16 held FID: 87.3 vs 87.4).
-    precision: Precision = "float32"
+    #: The denoiser's and decoder's arithmetic; ``auto`` is resolved per device before a run
+    #: (``sampler.resolve_precision``): bf16 held FID (87.1 vs 87.1 in float32, UniPC 20).
+    precision: Precision = "auto"
 
     def __init__(self, **values: Any) -> None:
         try:
