@@ -1,4 +1,5 @@
-"""C benchmark: large images by random-patch vs sliding-window vs MultiDiffusion, decoders, memory.
+"""C benchmark: large images by random-patch (and its greedy / offset-grid plans) vs sliding-window vs
+MultiDiffusion, decoders, memory.
 
     .venv/bin/python benchmarks/bench_large.py --sizes 1024,2048 --steps 10 --out bench_out/large
 
@@ -181,7 +182,8 @@ def plans(args: argparse.Namespace) -> list[dict]:
     """Window evaluations per megapixel from the samplers' window plans alone (exact, no denoising):
     the plans are the same functions of (size, seed, level) that the runs use."""
     from histosynth.models.pipeline import LatentDiffusionModel
-    from histosynth.sampling.large.windows import grid_windows, random_patch_level
+    from histosynth.sampling.large.samplers import LEVEL_PLANS
+    from histosynth.sampling.large.windows import grid_windows
 
     model = LatentDiffusionModel.load(args.model)
     factor, window = model.autoencoder_config.downsample, model.denoiser.config.latent_size
@@ -189,9 +191,9 @@ def plans(args: argparse.Namespace) -> list[dict]:
     for size in (int(v) for v in args.plan_sizes.split(",")):
         side = size // factor
         grid = len(grid_windows(side, side, window, window // 2))
-        counts = {"random-patch": sum(len(random_patch_level(side, side, window, np.random.default_rng([0, 2, level])).windows)
-                                      for level in range(args.steps)),
-                  "sliding-window": grid * args.steps, "multidiffusion": grid * args.steps}
+        counts = {method: sum(len(plan(side, side, window, np.random.default_rng([0, 2, level])).windows)
+                              for level in range(args.steps)) for method, plan in LEVEL_PLANS.items()}
+        counts.update({"sliding-window": grid * args.steps, "multidiffusion": grid * args.steps})
         row = {"size": size, "steps": args.steps, "minimum_windows_per_level": (-(-side // window)) ** 2,
                **{f"{method}_per_mp": n / (size * size / 1e6) for method, n in counts.items()}}
         print(json.dumps(row), flush=True)

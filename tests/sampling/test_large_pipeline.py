@@ -43,7 +43,7 @@ def _series(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
         return image, mask, len(tif.series[0].levels)
 
 
-@pytest.mark.parametrize("method", ["random-patch", "sliding-window", "multidiffusion"])
+@pytest.mark.parametrize("method", ["random-patch", "greedy-patch", "offset-grid", "sliding-window", "multidiffusion"])
 def test_large_image_and_generated_mask_land_in_one_ome_tiff(model_dir: Path, tmp_path: Path, method: str) -> None:
     model = LatentDiffusionModel.load(model_dir)
     out = tmp_path / "out" / "slide.ome.tif"

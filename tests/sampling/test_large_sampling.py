@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from histosynth.models.denoiser import ConditionalDenoiser
-from histosynth.sampling.large.samplers import LargeLatentSampler, LargeSamplingSettings, LargeState
-from histosynth.sampling.large.windows import EdgeCounts, grid_windows, random_patch_level
+from histosynth.sampling.large.samplers import LEVEL_PLANS, LargeLatentSampler, LargeSamplingSettings, LargeState
+from histosynth.sampling.large.windows import EdgeCounts, grid_windows, offset_grid_level
 from histosynth.sampling.sampler import GuidedDenoiser, build_scheduler
 
 from tiny_models import tiny_denoiser_config
@@ -21,18 +21,36 @@ def denoiser() -> ConditionalDenoiser:
     return ConditionalDenoiser(tiny_denoiser_config()).eval()
 
 
+@pytest.mark.parametrize("method", sorted(LEVEL_PLANS))
 @pytest.mark.parametrize("shape", [(8, 8), (20, 13), (33, 47)])
-def test_every_latent_pixel_is_claimed_exactly_once_per_level(shape: tuple[int, int]) -> None:
+def test_every_latent_pixel_is_claimed_exactly_once_per_level(shape: tuple[int, int], method: str) -> None:
     height, width = shape
-    plan = random_patch_level(height, width, 8, np.random.default_rng(1))
+    plan = LEVEL_PLANS[method](height, width, 8, np.random.default_rng(1))
     claimed = np.zeros(shape, dtype=int)
     for (y, x), claim in zip(plan.windows, plan.claims):
         assert 0 <= y <= height - 8 and 0 <= x <= width - 8  # clamped inside the latent
         assert claim.any()  # every window advances at least one pixel, so the level terminates
         claimed[y:y + 8, x:x + 8] += claim
     assert (claimed == 1).all()
-    again = random_patch_level(height, width, 8, np.random.default_rng(1))
+    again = LEVEL_PLANS[method](height, width, 8, np.random.default_rng(1))
     assert again.windows == plan.windows
+
+
+def test_greedy_and_offset_grid_plans_need_fewer_windows_than_random_centres() -> None:
+    """The counts issue K expects at 1024 px (128 x 128 latent, 28 px windows): ~47 / ~37 / ~31 per level."""
+    def mean_windows(plan) -> float:
+        return float(np.mean([len(plan(128, 128, 28, np.random.default_rng([0, 2, level])).windows)
+                              for level in range(10)]))
+
+    random, greedy, grid = (mean_windows(LEVEL_PLANS[m]) for m in ("random-patch", "greedy-patch", "offset-grid"))
+    assert grid < greedy < random
+    assert 25 <= grid <= 36 and greedy <= 0.85 * random  # a grid needs between 5x5 and 6x6 windows
+
+
+def test_offset_grid_moves_its_window_edges_between_levels() -> None:
+    corners = {tuple(offset_grid_level(64, 64, 8, np.random.default_rng([0, 2, level])).windows[1])
+               for level in range(6)}
+    assert len(corners) > 1
 
 
 def test_grid_windows_reach_the_far_edges() -> None:
@@ -90,7 +108,7 @@ def test_random_patch_equals_the_seeds_sequential_algorithm(denoiser) -> None:
     assert result.units_done == 3 and result.evaluations >= 3 * 9  # at least ceil(19/8) * ceil(23/8) per level
 
 
-@pytest.mark.parametrize("method", ["random-patch", "multidiffusion", "sliding-window"])
+@pytest.mark.parametrize("method", ["random-patch", "greedy-patch", "offset-grid", "multidiffusion", "sliding-window"])
 def test_one_window_over_the_whole_latent_is_plain_sampling(denoiser, method: str) -> None:
     settings = LargeSamplingSettings(method=method, steps=4, guidance=2.0)
     sampler = LargeLatentSampler(denoiser, settings)
@@ -119,7 +137,7 @@ def test_sliding_window_keeps_generated_pixels_and_counts_evaluations(denoiser) 
     assert result.known.all()
 
 
-@pytest.mark.parametrize("method", ["random-patch", "multidiffusion", "sliding-window"])
+@pytest.mark.parametrize("method", ["random-patch", "greedy-patch", "offset-grid", "multidiffusion", "sliding-window"])
 def test_a_run_stopped_after_a_unit_resumes_to_the_same_latent(denoiser, method: str) -> None:
     settings = LargeSamplingSettings(method=method, steps=3, eta=0.5, stride=4)
     sampler = LargeLatentSampler(denoiser, settings)

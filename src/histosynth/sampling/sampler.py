@@ -22,7 +22,7 @@ from histosynth.errors import InputError
 from histosynth.models.conditioning import mask_fractions
 from histosynth.models.denoiser import DenoiserConfig
 from histosynth.models.pipeline import LatentDiffusionModel
-from histosynth.sampling.settings import SAMPLERS, STOCHASTIC_SAMPLERS, SamplerName, SamplingSettings
+from histosynth.sampling.settings import STOCHASTIC_SAMPLERS, SamplerName, SamplingSettings, check_sampler
 
 __all__ = ["GuidedDenoiser", "SamplerName", "SamplingSettings", "TileSampler", "build_scheduler"]
 
@@ -34,18 +34,14 @@ def build_scheduler(model: LatentDiffusionModel | DenoiserConfig, name: SamplerN
 
     config = model if isinstance(model, DenoiserConfig) else model.denoiser.config
     common = {"num_train_timesteps": config.num_train_timesteps, "beta_schedule": config.beta_schedule,
-              "prediction_type": config.prediction_type}
-    if name == "ddim":
-        return DDIMScheduler(**common, clip_sample=False, set_alpha_to_one=True, timestep_spacing="trailing")
-    if name == "dpm":
-        return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2,
-                                           timestep_spacing="trailing")
-    if name == "dpm-sde":
-        return DPMSolverMultistepScheduler(**common, algorithm_type="sde-dpmsolver++", solver_order=2,
-                                           timestep_spacing="trailing")
-    if name == "unipc":
-        return UniPCMultistepScheduler(**common, solver_order=2, timestep_spacing="trailing")
-    raise InputError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
+              "prediction_type": config.prediction_type, "timestep_spacing": "trailing"}
+    factories = {
+        "ddim": lambda: DDIMScheduler(**common, clip_sample=False, set_alpha_to_one=True),
+        "dpm": lambda: DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2),
+        "dpm-sde": lambda: DPMSolverMultistepScheduler(**common, algorithm_type="sde-dpmsolver++", solver_order=2),
+        "unipc": lambda: UniPCMultistepScheduler(**common, solver_order=2),
+    }
+    return factories[check_sampler(name)]()
 
 
 def native_bfloat16(device: str | torch.device) -> bool:

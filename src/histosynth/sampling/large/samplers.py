@@ -7,7 +7,9 @@ each in the batch, equally for all):
 
 - ``random-patch`` (DiffInfinite): per level, windows centred on random still-lagging pixels until
   every pixel advanced exactly once (:func:`~histosynth.sampling.large.windows.random_patch_level`);
-  the windows of a level are independent, so they run in batches.
+  the windows of a level are independent, so they run in batches. ``greedy-patch`` picks, among
+  those centres, a window covering the most lagging pixels; ``offset-grid`` tiles the level with a
+  grid shifted by a random offset per level (fewer windows, same claims rule: issue K).
 - ``multidiffusion``: per level, every window of a regular grid (stride ``stride``) is stepped and the
   overlapping results are averaged.
 - ``sliding-window``: windows in raster order, each denoised through all levels while the pixels
@@ -27,11 +29,20 @@ from typing import Literal
 import numpy as np
 import torch
 
-from histosynth.sampling.large.windows import EdgeCounts, grid_windows, random_patch_level
+from histosynth.sampling.large.windows import (
+    EdgeCounts,
+    greedy_patch_level,
+    grid_windows,
+    offset_grid_level,
+    random_patch_level,
+)
 from histosynth.sampling.sampler import GuidedDenoiser, build_scheduler
 
-Method = Literal["random-patch", "sliding-window", "multidiffusion"]
-METHODS: tuple[str, ...] = ("random-patch", "sliding-window", "multidiffusion")
+Method = Literal["random-patch", "greedy-patch", "offset-grid", "sliding-window", "multidiffusion"]
+METHODS: tuple[str, ...] = ("random-patch", "greedy-patch", "offset-grid", "sliding-window", "multidiffusion")
+#: The methods that cover each level once with windows claiming lagging pixels: how each picks its windows.
+LEVEL_PLANS = {"random-patch": random_patch_level, "greedy-patch": greedy_patch_level,
+               "offset-grid": offset_grid_level}
 
 
 @dataclass
@@ -111,8 +122,8 @@ class LargeLatentSampler:
             on_windows: Callable[[int], None] | None = None) -> LargeState:
         """Advance ``state`` to the end; ``conditions`` is K x h x w (K may be 0); returns the clean latent's state."""
         _, height, width = state.latent.shape
-        unit = {"random-patch": self._random_patch_level, "multidiffusion": self._multidiffusion_level,
-                "sliding-window": self._sliding_window}[self.settings.method]
+        unit = {"multidiffusion": self._multidiffusion_level,
+                "sliding-window": self._sliding_window}.get(self.settings.method, self._random_patch_level)
         for index in range(state.units_done, self.total_units(height, width)):
             state = unit(state, index, label, conditions, seed, on_windows)
             if on_unit is not None:
@@ -147,7 +158,7 @@ class LargeLatentSampler:
     def _random_patch_level(self, state: LargeState, level: int, label: int, conditions: np.ndarray, seed: int,
                             on_windows) -> LargeState:
         _, height, width = state.latent.shape
-        plan = random_patch_level(height, width, self.window, np.random.default_rng([seed, 2, level]))
+        plan = LEVEL_PLANS[self.settings.method](height, width, self.window, np.random.default_rng([seed, 2, level]))
         noise = self._level_noise(state.latent.shape, seed, level)
         stepped = self._step_windows(state.latent, plan.windows, level, label, conditions, noise, on_windows)
         latent, size = state.latent.copy(), self.window

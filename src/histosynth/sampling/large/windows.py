@@ -22,6 +22,28 @@ class RandomPatchLevel:
     claims: list[np.ndarray]
 
 
+def _cover(height: int, width: int, size: int, next_window) -> RandomPatchLevel:
+    """Windows from ``next_window(lagging) -> (y, x)`` until every pixel is claimed once, in that order."""
+    if size > min(height, width):
+        raise ValueError(f"window {size} is larger than the {height}x{width} latent")
+    lagging = np.ones((height, width), dtype=bool)
+    windows: list[tuple[int, int]] = []
+    claims: list[np.ndarray] = []
+    while lagging.any():
+        y, x = next_window(lagging)
+        claim = lagging[y:y + size, x:x + size].copy()
+        if not claim.any():
+            raise RuntimeError("a window plan chose a window with nothing left to claim")
+        lagging[y:y + size, x:x + size] = False
+        windows.append((y, x))
+        claims.append(claim)
+    return RandomPatchLevel(windows, claims)
+
+
+def _clamped_corner(centre: int, size: int, length: int) -> int:
+    return min(max(centre - size // 2, 0), length - size)
+
+
 def random_patch_level(height: int, width: int, size: int, rng: np.random.Generator) -> RandomPatchLevel:
     """Cover every latent pixel once with windows centred on random still-lagging pixels.
 
@@ -31,23 +53,44 @@ def random_patch_level(height: int, width: int, size: int, rng: np.random.Genera
     the level's stored copy, the windows of a level are independent and can be batched; only the
     order of claims matters, and that is decided here.
     """
-    if size > min(height, width):
-        raise ValueError(f"window {size} is larger than the {height}x{width} latent")
-    lagging = np.ones((height, width), dtype=bool)
-    windows: list[tuple[int, int]] = []
-    claims: list[np.ndarray] = []
-    half = size // 2
-    while True:
+    def pick(lagging: np.ndarray) -> tuple[int, int]:
         candidates = np.flatnonzero(lagging)
-        if len(candidates) == 0:
-            break
         cy, cx = divmod(int(candidates[rng.integers(len(candidates))]), width)
-        y, x = min(max(cy - half, 0), height - size), min(max(cx - half, 0), width - size)
-        claim = lagging[y:y + size, x:x + size].copy()
-        lagging[y:y + size, x:x + size] = False
-        windows.append((y, x))
-        claims.append(claim)
-    return RandomPatchLevel(windows, claims)
+        return _clamped_corner(cy, size, height), _clamped_corner(cx, size, width)
+
+    return _cover(height, width, size, pick)
+
+
+def greedy_patch_level(height: int, width: int, size: int, rng: np.random.Generator) -> RandomPatchLevel:
+    """Like :func:`random_patch_level`, but of the windows centred (clamped) on lagging pixels, each next one
+    is one that covers the most lagging pixels (ties drawn at random): fewer windows, the same claims rule."""
+    corners_y = np.clip(np.arange(height) - size // 2, 0, height - size)
+    corners_x = np.clip(np.arange(width) - size // 2, 0, width - size)
+
+    def pick(lagging: np.ndarray) -> tuple[int, int]:
+        table = np.zeros((height + 1, width + 1), dtype=np.int64)  # summed-area table of lagging pixels
+        table[1:, 1:] = lagging.cumsum(0).cumsum(1)
+        ys, xs = np.nonzero(lagging)
+        top, left = corners_y[ys], corners_x[xs]
+        covered = (table[top + size, left + size] - table[top, left + size] - table[top + size, left]
+                   + table[top, left])
+        best = np.flatnonzero(covered == covered.max())
+        choice = int(best[rng.integers(len(best))])
+        return int(top[choice]), int(left[choice])
+
+    return _cover(height, width, size, pick)
+
+
+def offset_grid_level(height: int, width: int, size: int, rng: np.random.Generator) -> RandomPatchLevel:
+    """Windows of a regular grid with stride ``size``, shifted by a random offset per level (so window edges
+    fall elsewhere at every level) and clamped at the border, where clamped windows overlap their
+    neighbours; together they cover every pixel, and each claims the pixels no earlier one did."""
+    def starts(length: int) -> list[int]:
+        offset = int(rng.integers(size))
+        return list(dict.fromkeys(min(max(s, 0), length - size) for s in range(-offset, length, size)))
+
+    grid = iter([(y, x) for y in starts(height) for x in starts(width)])
+    return _cover(height, width, size, lambda lagging: next(grid))
 
 
 def grid_positions(length: int, size: int, stride: int) -> list[int]:
