@@ -18,7 +18,7 @@ from histosynth.sampling.writer import SyntheticDatasetWriter, read_finished
 
 
 def _jobs(model: LatentDiffusionModel, n: int = 3, seed: int = 7):
-    settings = SamplingSettings(steps=2, batch_size=2)
+    settings = SamplingSettings(steps=2, batch_size=2, precision="float32")
     return plan_rows(model, n, [2, 0], MaskSource(None, 0.5), settings, seed=seed)
 
 
@@ -27,7 +27,7 @@ def test_plan_has_the_plain_samplers_ids_seeds_and_rows(tiny_model_dir: Path, tm
     masks = tmp_path / "masks"
     for i in range(2):
         save_png(masks / f"m{i}.png", np.full((32, 32), 255 * i, np.uint8))
-    settings = SamplingSettings(steps=2, guidance=1.5, sampler="dpm", batch_size=2)
+    settings = SamplingSettings(steps=2, guidance=1.5, sampler="dpm", batch_size=2, precision="float32")
     source = MaskSource(masks)
     generate_dataset(model, tmp_path / "plain", 3, [1, 2], source, settings, seed=5)
     jobs = plan_rows(model, 3, [1, 2], source, settings, seed=5, mask_names=["m0.png", "m1.png"])
@@ -39,7 +39,7 @@ def test_plan_with_mask_model_masks_has_the_plain_samplers_rows(tiny_model_dir: 
     from tiny_models import save_tiny_mask_model
 
     model = LatentDiffusionModel.load(save_tiny_mask_model(tiny_model_dir))
-    settings = SamplingSettings(steps=1, batch_size=2)
+    settings = SamplingSettings(steps=1, batch_size=2, precision="float32")
     source = MaskSource(None, model=True, model_steps=2)
     generate_dataset(model, tmp_path / "plain", 2, [0, 2], source, settings, seed=3)
     jobs = plan_rows(model, 2, [0, 2], source, settings, seed=3)
