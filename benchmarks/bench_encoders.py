@@ -22,8 +22,8 @@ from _common import machine, peak_rss_mib  # noqa: E402
 
 from histosynth.data.images import read_rgb  # noqa: E402
 from histosynth.data.manifest import load_manifest  # noqa: E402
+from histosynth.encoders.features import image_features  # noqa: E402
 from histosynth.encoders.registry import get_encoder  # noqa: E402
-from histosynth.evaluation.features import image_features  # noqa: E402
 from histosynth.evaluation.fidelity import frechet_distance  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "ebhi-seg" / "manifest.csv"

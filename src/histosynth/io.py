@@ -1,4 +1,5 @@
-"""Atomic file writing, and the checks every verb runs on its output location before any work.
+"""Atomic file writing, a kill-safe on-disk cache of vectors, and the checks every verb runs on its
+output location before any work.
 
 Every writer creates ``<name>.<random>.tmp`` in the destination folder, then renames it over
 the final name (``os.replace`` is atomic on POSIX within one file system). The checks
@@ -114,6 +115,62 @@ def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _write_npz(path: Path, vectors: dict[str, np.ndarray]) -> None:
+    keys = np.array(list(vectors), dtype=str)
+    features = np.stack(list(vectors.values())) if vectors else np.zeros((0, 0))
+    with atomic_open(path, "wb") as handle:
+        np.savez(handle, keys=keys, features=features)
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """The vectors of one cache file; none when it is truncated or corrupt (they are computed again)."""
+    import zipfile
+
+    try:
+        with np.load(path) as data:
+            return dict(zip(data["keys"].tolist(), data["features"]))
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
+        return {}
+
+
+class VectorCache:
+    """Vectors keyed by a content digest (e.g. a file's SHA-256), in ``<directory>/<name>.npz``.
+
+    ``name`` is typically an encoder identity (``@`` is written as ``_``). :meth:`add` persists new
+    vectors at once as a small ``<name>.part-<random>.npz`` (so a killed run loses at most one part);
+    loading reads the main file plus every part, and :meth:`save` folds the parts into the main file.
+    A truncated or corrupt file counts as empty: its vectors are computed again and the file rewritten.
+    """
+
+    def __init__(self, directory: str | Path, name: str) -> None:
+        stem = name.replace("@", "_")
+        self.path = Path(directory) / f"{stem}.npz"
+        self.vectors: dict[str, np.ndarray] = {}
+        if self.path.is_file():
+            self.vectors = _read_npz(self.path)
+        self._parts = sorted(self.path.parent.glob(f"{stem}.part-*.npz")) if self.path.parent.is_dir() else []
+        for part in self._parts:
+            self.vectors.update(_read_npz(part))
+
+    def add(self, new: dict[str, np.ndarray]) -> None:
+        """Keep ``new`` vectors and persist them now as one small part file (cheap, kill-safe)."""
+        import uuid
+
+        if not new:
+            return
+        self.vectors.update(new)
+        part = self.path.with_name(f"{self.path.stem}.part-{uuid.uuid4().hex[:12]}.npz")
+        _write_npz(part, new)
+        self._parts.append(part)
+
+    def save(self) -> None:
+        """Write every vector to the main file (atomically), then drop the parts it now holds."""
+        _write_npz(self.path, self.vectors)
+        for part in self._parts:
+            part.unlink(missing_ok=True)
+        self._parts = []
 
 
 # --- output locations: checked before any work starts ----------------------------------------------

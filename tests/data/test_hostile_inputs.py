@@ -315,8 +315,8 @@ def test_plain_slide_image_has_a_higher_limit_but_still_one(tmp_path: Path) -> N
 
 
 def test_features_of_a_missing_tile(tmp_path: Path) -> None:
+    from histosynth.encoders.features import image_features
     from histosynth.encoders.pixels import PixelEncoder
-    from histosynth.evaluation.features import image_features
 
     raises_naming(tmp_path / "gone.png", "not found")(lambda: image_features(PixelEncoder(), [tmp_path / "gone.png"]))
 

@@ -15,7 +15,7 @@ from histosynth.embeddings.embed import embed_manifest, embed_slide
 from histosynth.embeddings.store import read_embeddings
 from histosynth.encoders.pixels import PixelEncoder
 from histosynth.errors import InputError
-from histosynth.evaluation.features import FeatureCache
+from histosynth.io import VectorCache
 
 WIDTH, HEIGHT, BLOB = 512, 384, (128, 64, 384, 320)  # synthetic slide with a pink "tissue" block
 
@@ -79,7 +79,7 @@ def test_kill_then_resume_computes_only_the_rest(dataset: Path, tmp_path: Path) 
     with pytest.raises(KeyboardInterrupt):
         embed_manifest(dataset, DyingEncoder(limit=9), out, cache, batch_size=2, save_every=4)
     assert not out.exists()  # nothing half-written
-    assert len(FeatureCache(cache, PixelEncoder()).vectors) == 8  # two parts of 4 survived the kill
+    assert len(VectorCache(cache, PixelEncoder().identity).vectors) == 8  # two parts of 4 survived the kill
     assert len(list(cache.glob("pixels_16px.part-*.npz"))) == 2
     again = DyingEncoder()
     embed_manifest(dataset, again, out, cache, batch_size=2, save_every=4)

@@ -14,8 +14,9 @@ from histosynth.embeddings.prototypes import (
     elbow_k,
     fit_group,
     fit_prototypes,
-    load_prototypes,
+    nearest_prototype,
     prototype_members,
+    read_prototype_table,
 )
 from histosynth.embeddings.store import Embeddings, read_embeddings, write_embeddings
 from histosynth.errors import InputError
@@ -107,9 +108,11 @@ def test_build_writes_the_contract(tmp_path: Path) -> None:
     assert table.obs["prototype_id"].between(0, P - 1).all()
     assert all(name.split("/")[0] == label for name, label in zip(table.obs["prototype"], table.obs["label"]))
     assert table.uns["encoder"]["identity"] == "test@1"  # the input's facts are kept
-    loaded = load_prototypes(tmp_path / "out" / "prototypes.h5ad")
-    assert loaded.names[loaded.ids[0]] == table.obs["prototype"].iloc[0]
-    assert set(loaded.members("Polyp/0")) <= set(table.obs["tile"])
+    loaded = read_prototype_table(tmp_path / "out" / "prototypes.h5ad")
+    assert loaded.names[loaded.ids[0]] == table.obs["prototype"].iloc[0] and loaded.num_prototypes == 5
+    assert {str(p) for p in loaded.members("Polyp/0")} <= set(table.obs["tile"])
+    assert loaded.encoder == "test@1" and loaded.embeddings is not None and loaded.embeddings.shape == (100, 8)
+    assert (nearest_prototype(loaded.embeddings, loaded.centroids)[:40] < 2).all()  # Normal rows: Normal/0, /1
     for name in ("prototypes.json", "elbow.svg", "contact_sheet.png", "case_prototypes.csv", "case_prototypes.svg"):
         assert (tmp_path / "out" / name).is_file(), name
     assert (tmp_path / "out" / "elbow.svg").read_text().count("<polyline") == 2
@@ -125,9 +128,25 @@ def test_slide_embeddings_get_maps_and_bad_columns_fail(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "out" / "maps").iterdir()) == [f"case{i}.png" for i in range(4)]
     with pytest.raises(InputError, match="--group-by column 'tissue' not in the embeddings"):
         build_prototypes(source, tmp_path / "o2", PrototypeSettings(group_by="tissue"))
-    with pytest.raises(InputError, match="not a prototypes file: lacks prototype, prototype_id"):
-        load_prototypes(source)
+    with pytest.raises(InputError, match=r"emb.h5ad: obs lacks column\(s\) prototype, prototype_id"):
+        read_prototype_table(source)
 
+
+
+def test_stored_names_must_agree_with_obs(tmp_path: Path) -> None:
+    import anndata
+
+    build_prototypes(_embedding_file(tmp_path), tmp_path / "out", PrototypeSettings(group_by="label", k_max=6))
+    data = anndata.read_h5ad(tmp_path / "out" / "prototypes.h5ad")
+    names = list(data.uns["prototype_names"])
+    data.uns["prototype_names"] = names[:3]
+    data.write_h5ad(tmp_path / "short.h5ad")
+    with pytest.raises(InputError, match="short.h5ad: 3 prototype names but 5 centroids"):
+        read_prototype_table(tmp_path / "short.h5ad")
+    data.uns["prototype_names"] = names[::-1]
+    data.write_h5ad(tmp_path / "swapped.h5ad")
+    with pytest.raises(InputError, match="swapped.h5ad: prototype_id [0-4] is named both"):
+        read_prototype_table(tmp_path / "swapped.h5ad")
 
 def test_ebhi_subset_end_to_end(ebhi_manifest: Path, tmp_path: Path) -> None:
     """60 real EBHI-Seg tiles (10 per class): histology embeddings -> prototypes per label, splits kept."""

@@ -15,7 +15,7 @@ from histosynth.sampling.classifier_guidance import MIN_ALPHA_BAR, ClassifierGui
 from histosynth.sampling.guidance import load_guidance_classifier
 from histosynth.sampling.masks import procedural_mask
 from histosynth.sampling.sampler import SamplingSettings, TileSampler
-from histosynth.training.prototypes import nearest_prototype, read_prototype_table, write_prototype_table
+from histosynth.embeddings.prototypes import nearest_prototype, read_prototype_table, write_prototype_table
 
 from guided_models import PROTOTYPES, tiny_classifier_config
 from guided_models import classifier_dir  # noqa: F401  (fixtures)

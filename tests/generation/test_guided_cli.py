@@ -111,7 +111,7 @@ def test_sample_prototype_and_synthesize_balanced(tmp_path: Path, tiny_model_dir
 def test_train_commands_for_like_model_and_classifier(tmp_path: Path, tiny_model_dir: Path, make_tile_dataset,
                                                       capsys) -> None:
     from histosynth.models.pipeline import LatentDiffusionModel
-    from histosynth.training.prototypes import write_prototype_table
+    from histosynth.embeddings.prototypes import write_prototype_table
 
     manifest = make_tile_dataset(tmp_path / "data", n=6, size=(TILE, TILE))
     like = tmp_path / "like"

@@ -51,7 +51,7 @@ def _check_out(out: Path, device: str, cache: Optional[Path], **kinds: Any) -> P
     ``kind=...``, see :func:`histosynth.io.prepare_output_dir`; without ``kind``, a file) or a bad ``cache``;
     returns the embedding cache folder."""
     from histosynth.checks import check_device
-    from histosynth.evaluation.features import prepare_cache_dir
+    from histosynth.encoders.features import prepare_cache_dir
     from histosynth.io import prepare_output_dir, prepare_output_file
 
     check_device(device)

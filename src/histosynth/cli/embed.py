@@ -43,8 +43,8 @@ def embed(
         tile_for_embedding,
     )
     from histosynth.embeddings.store import check_suffix
+    from histosynth.encoders.features import prepare_cache_dir
     from histosynth.encoders.registry import get_encoder
-    from histosynth.evaluation.features import prepare_cache_dir
     from histosynth.io import prepare_output_file
 
     check_suffix(out)

@@ -28,7 +28,7 @@ def _checked_out(kind: str, synthetic: Path, encoder_name: str, device: str, out
     """The result file (default SYNTHETIC/audit/<kind>_<encoder>.json) and the feature cache folder, checked with
     the device before any work."""
     from histosynth.checks import check_device
-    from histosynth.evaluation.features import prepare_cache_dir
+    from histosynth.encoders.features import prepare_cache_dir
     from histosynth.io import prepare_output_file
 
     check_device(device)

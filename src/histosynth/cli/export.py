@@ -27,9 +27,9 @@ def export(
     from histosynth.checks import check_device
     from histosynth.cli.progress import progress_bar
     from histosynth.data.manifest import load_manifest
+    from histosynth.encoders.features import prepare_cache_dir
     from histosynth.encoders.registry import get_encoder
     from histosynth.evaluation.audit import load_synthetic
-    from histosynth.evaluation.features import prepare_cache_dir
     from histosynth.evaluation.gate import export_gated
     from histosynth.io import prepare_output_dir
 

@@ -19,7 +19,7 @@ def report(
     """An overall verdict (classifier two-sample test, precision/recall vs the real floor), sample grids
     with mask outlines, real vs synthetic per class, fidelity tables with real floors, a feature-space
     projection, the nearest-neighbour gallery and downstream plots, in one HTML file."""
-    from histosynth.evaluation.features import prepare_cache_dir
+    from histosynth.encoders.features import prepare_cache_dir
     from histosynth.io import prepare_output_file
     from histosynth.report.html import write_report
 

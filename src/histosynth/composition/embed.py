@@ -1,6 +1,6 @@
 """Spot embeddings from a frozen encoder, cached on disk and saved chunk by chunk (so a killed run resumes).
 
-Pre-cut tile files are keyed by their file SHA-256 (``evaluation.features``); tiles cut from a slide
+Pre-cut tile files are keyed by their file SHA-256 (``encoders.features``); tiles cut from a slide
 are keyed by the SHA-256 of their pixels, so the same spot at the same diameter is encoded once.
 """
 
@@ -15,7 +15,8 @@ import numpy as np
 from histosynth.composition.inputs import SpotTable
 from histosynth.composition.tiles import SlideImage, check_inside, cut_tiles
 from histosynth.encoders.base import FeatureEncoder
-from histosynth.evaluation.features import FeatureCache, image_features
+from histosynth.encoders.features import image_features
+from histosynth.io import VectorCache
 
 #: Spots encoded between two cache saves.
 CHUNK = 256
@@ -28,7 +29,7 @@ def tile_key(tile: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def embed_arrays(encoder: FeatureEncoder, tiles: Sequence[np.ndarray], cache: FeatureCache | None,
+def embed_arrays(encoder: FeatureEncoder, tiles: Sequence[np.ndarray], cache: VectorCache | None,
                  batch_size: int = 32, on_batch: Callable[[int], None] | None = None) -> np.ndarray:
     """Features (N, dim) of in-memory tiles; vectors already in ``cache`` are reused, new ones saved."""
     keys = [tile_key(t) for t in tiles]
@@ -51,7 +52,7 @@ def embed_cut(encoder: FeatureEncoder, image_path: Path, coords: np.ndarray, ids
               tile_size: int, cache_dir: str | Path | None, batch_size: int = 32,
               on_batch: Callable[[int], None] | None = None) -> np.ndarray:
     """Embeddings of tiles cut from one slide image at ``coords`` (checked to lie inside first)."""
-    cache = FeatureCache(cache_dir, encoder) if cache_dir is not None else None
+    cache = VectorCache(cache_dir, encoder.identity) if cache_dir is not None else None
     parts = []
     with SlideImage(image_path) as image:
         check_inside(image.width, image.height, coords, diameter, ids, image_path)

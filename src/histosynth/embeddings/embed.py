@@ -1,6 +1,6 @@
 """Embed every tile of a manifest, or of a whole-slide image cut by the tiler, with any registered encoder.
 
-Features come through the file-hash keyed cache of :mod:`histosynth.evaluation.features`, persisted in
+Features come through the file-hash keyed cache of :mod:`histosynth.encoders.features`, persisted in
 parts every ``save_every`` tiles: rerunning a killed command recomputes only the tiles after the last
 part (and a slide's tiling resumes too). The table is written once, atomically, at the end.
 """
@@ -100,7 +100,7 @@ def embed_manifest(
     ``on_batch(k)`` as tiles are done. Without ``cache_dir`` nothing is cached and a killed run starts over.
     """
     from histosynth import __version__
-    from histosynth.evaluation.features import image_features
+    from histosynth.encoders.features import image_features
 
     out = check_suffix(out)
     manifest = load_manifest(source)

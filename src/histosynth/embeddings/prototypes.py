@@ -8,8 +8,11 @@ Prototypes are numbered globally, groups in sorted order and, within a group, by
 first); their names are ``"<group>/<k>"``.
 
 The prototypes file (``prototypes.h5ad``) is the contract for downstream prototype guidance: ``obs``
-columns ``tile``, ``prototype`` (name) and ``prototype_id`` (int 0..P-1); ``uns['prototype_centroids']``
-(P x D) and ``uns['prototype_names']`` (P).
+columns ``tile`` (image path; relative paths are relative to the file's folder), ``prototype`` (name)
+and ``prototype_id`` (int 0..P-1); ``uns['prototype_centroids']`` (P x D, P >= 2); optionally
+``uns['prototype_names']`` (P; else the names come from ``obs``), ``X`` (the tiles' embeddings) and
+``uns['encoder']`` (the encoder's identity). :func:`read_prototype_table` reads and checks it,
+:func:`write_prototype_table` writes a minimal one.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import numpy as np
 from histosynth.errors import InputError
 
 EMPTY_GROUP = "(none)"
+CENTROIDS_KEY = "prototype_centroids"
+NAMES_KEY = "prototype_names"
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,11 @@ def _distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Squared Euclidean distances (len(a), len(b)) in float64."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return (a * a).sum(1)[:, None] - 2 * a @ b.T + (b * b).sum(1)[None, :]
+
+
+def nearest_prototype(embeddings: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Id of the nearest centroid (Euclidean) of each embedding row."""
+    return _distances(embeddings, centroids).argmin(1)
 
 
 def elbow_k(ks: Sequence[int], wcss: Sequence[float]) -> int:
@@ -169,36 +179,84 @@ def prototype_members(ids: Sequence[int] | np.ndarray, prototype: int | str,
 
 @dataclass
 class PrototypeTable:
-    """A prototypes file read back: per-tile ids and paths, prototype names and centroids."""
+    """A prototypes file read back: each tile's path and prototype id, the prototype names (index = id),
+    the centroids (P, D) and, when stored, the tiles' embeddings and the encoder's identity."""
 
-    path: Path
-    tiles: list[str]
+    source: Path
+    tiles: list[Path]
     ids: np.ndarray
     names: list[str]
     centroids: np.ndarray
+    embeddings: np.ndarray | None = None
+    encoder: str | None = None
 
-    def members(self, prototype: int | str) -> list[str]:
+    @property
+    def num_prototypes(self) -> int:
+        return len(self.centroids)
+
+    def members(self, prototype: int | str) -> list[Path]:
         """Tile paths of one prototype (validated id or name)."""
         return [self.tiles[i] for i in prototype_members(self.ids, prototype, self.names)]
 
 
-def load_prototypes(path: str | Path) -> PrototypeTable:
-    """Read ``prototypes.h5ad``; a file without the contract's columns/keys raises one InputError."""
-    from histosynth.embeddings.store import read_embeddings
-
+def read_prototype_table(path: str | Path) -> PrototypeTable:
+    """Read and check a prototypes ``.h5ad``; every problem is one :class:`InputError` line naming the file."""
     path = Path(path)
-    table = read_embeddings(path)
-    missing = [c for c in ("prototype", "prototype_id") if c not in table.obs.columns]
-    missing += [f"uns['{k}']" for k in ("prototype_centroids", "prototype_names") if k not in table.uns]
-    if missing:
-        raise InputError(f"not a prototypes file: lacks {', '.join(missing)}", path)
-    names = [str(n) for n in np.asarray(table.uns["prototype_names"]).tolist()]
-    centroids = np.asarray(table.uns["prototype_centroids"], dtype=np.float32)
-    if centroids.shape[0] != len(names):
-        raise InputError(f"{len(names)} prototype names but {centroids.shape[0]} centroids", path)
-    ids = table.obs["prototype_id"].to_numpy().astype(np.int64)
+    if not path.is_file():
+        raise InputError("prototype file not found", path)
     try:
-        prototype_members(ids, 0, names)
-    except InputError as error:
-        raise InputError(str(error), path) from None
-    return PrototypeTable(path, table.obs["tile"].astype(str).tolist(), ids, names, centroids)
+        import anndata
+
+        data = anndata.read_h5ad(path)
+    except (OSError, KeyError, ValueError, TypeError) as error:
+        raise InputError(f"not a readable .h5ad file ({type(error).__name__})", path) from None
+    missing = [c for c in ("tile", "prototype", "prototype_id") if c not in data.obs.columns]
+    if missing:
+        raise InputError(f"obs lacks column(s) {', '.join(missing)} (write it with `histosynth prototypes`)", path)
+    if CENTROIDS_KEY not in data.uns:
+        raise InputError(f"uns has no {CENTROIDS_KEY!r}", path)
+    centroids = np.asarray(data.uns[CENTROIDS_KEY], dtype=np.float64)
+    if centroids.ndim != 2 or len(centroids) < 2:
+        raise InputError(f"uns[{CENTROIDS_KEY!r}] must be a P x D matrix with P >= 2", path)
+    count = len(centroids)
+    try:
+        ids = np.asarray(data.obs["prototype_id"], dtype=np.int64)
+    except (TypeError, ValueError):
+        raise InputError("obs column prototype_id must hold integers", path) from None
+    bad = ids[(ids < 0) | (ids >= count)]
+    if len(bad):
+        raise InputError(f"prototype_id {int(bad[0])} is out of range for {count} centroids", path)
+    stored = data.uns.get(NAMES_KEY)  # optional: the names are also in obs
+    names = [str(n) for n in np.asarray(stored).tolist()] if stored is not None else [str(i) for i in range(count)]
+    if len(names) != count:
+        raise InputError(f"{len(names)} prototype names but {count} centroids", path)
+    for pid, name in zip(ids.tolist(), data.obs["prototype"].astype(str).tolist()):
+        if names[pid] not in (str(pid), name):
+            raise InputError(f"prototype_id {pid} is named both {names[pid]!r} and {name!r}", path)
+        names[pid] = name
+    tiles = [Path(t) if Path(t).is_absolute() else path.parent / t for t in data.obs["tile"].astype(str)]
+    embeddings = None
+    if data.X is not None and data.X.shape == (len(ids), centroids.shape[1]):
+        embeddings = np.asarray(data.X, dtype=np.float64)
+    encoder = data.uns.get("encoder")
+    encoder = encoder.get("identity") if isinstance(encoder, dict) else (str(encoder) if encoder else None)
+    return PrototypeTable(path, tiles, ids, names, centroids, embeddings, encoder)
+
+
+def write_prototype_table(path: str | Path, tiles: Sequence[str], ids: np.ndarray, names: Sequence[str],
+                          centroids: np.ndarray, embeddings: np.ndarray | None = None,
+                          encoder: str | None = None) -> None:
+    """Write a minimal prototypes ``.h5ad`` that :func:`read_prototype_table` reads (atomically)."""
+    import anndata
+    import pandas as pd
+
+    from histosynth.io import atomic_path
+
+    obs = pd.DataFrame({"tile": [str(t) for t in tiles], "prototype": [names[i] for i in ids],
+                        "prototype_id": np.asarray(ids, dtype=np.int64)}, index=[str(i) for i in range(len(ids))])
+    X = np.asarray(embeddings, np.float32) if embeddings is not None else np.zeros((len(ids), 0), np.float32)
+    uns = {CENTROIDS_KEY: np.asarray(centroids, np.float64)}
+    if encoder:
+        uns["encoder"] = {"identity": encoder}
+    with atomic_path(path) as tmp:
+        anndata.AnnData(X=X, obs=obs, uns=uns).write_h5ad(tmp)

@@ -19,8 +19,8 @@ import numpy as np
 
 from histosynth.data.manifest import TileManifest, load_manifest
 from histosynth.encoders.base import FeatureEncoder
+from histosynth.encoders.features import image_features
 from histosynth.errors import InputError
-from histosynth.evaluation.features import image_features
 from histosynth.evaluation.fidelity import fidelity_metrics
 from histosynth.evaluation.privacy import (
     authenticity,

@@ -137,13 +137,9 @@ def _privacy_section(privacy: dict, synth: TileManifest, train: TileManifest, ga
 def _projection(cache_dir: Path | None, fidelity: dict | None, real: TileManifest, synth: TileManifest) -> str:
     if fidelity is None or cache_dir is None:
         return ""
-    from histosynth.evaluation.features import FeatureCache
-    from histosynth.io import file_digest
+    from histosynth.io import VectorCache, file_digest
 
-    class _Id:  # FeatureCache only needs the encoder identity
-        identity = fidelity["encoder"]
-
-    vectors = FeatureCache(cache_dir, _Id()).vectors
+    vectors = VectorCache(cache_dir, fidelity["encoder"]).vectors
     groups = {}
     for name, manifest in (("real held-out", real.select_split(fidelity["heldout_split"])), ("synthetic", synth)):
         keys = [file_digest(r.image) for r in manifest.records]

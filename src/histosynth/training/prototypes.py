@@ -1,12 +1,7 @@
-"""Prototype tables (from ``histosynth prototypes``) and training the latent prototype classifier.
+"""Training the latent prototype classifier on a prototype table (:mod:`histosynth.embeddings.prototypes`).
 
-A prototype table is an AnnData ``.h5ad``: ``obs`` has ``tile`` (image path; relative paths are
-relative to the file's folder), ``prototype`` (``"<group>/<k>"``) and ``prototype_id`` (0..P-1);
-``uns['prototype_centroids']`` is the P x D matrix of cluster centres in the embedding space that
-was clustered (``X``, when present, holds the tiles' embeddings; ``uns['encoder']`` names the encoder).
-
-The classifier trains on the diffusion model's latents of those tiles, scaled as the denoiser sees
-them and noised to a uniform random step by the denoiser's own schedule (cross-entropy).
+The classifier trains on the diffusion model's latents of the table's tiles, scaled as the denoiser
+sees them and noised to a uniform random step by the denoiser's own schedule (cross-entropy).
 """
 
 from __future__ import annotations
@@ -15,11 +10,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, Field
 
+from histosynth.embeddings.prototypes import PrototypeTable
 from histosynth.errors import InputError
 from histosynth.models.pipeline import LatentDiffusionModel
 from histosynth.models.prototype_classifier import (
@@ -33,89 +28,6 @@ from histosynth.training.run import start_or_resume
 from histosynth.training.tensors import TileTensors
 
 CLASSIFIER_RUN = "prototype-classifier"
-CENTROIDS_KEY = "prototype_centroids"
-
-
-@dataclass
-class PrototypeTable:
-    """Tiles with their prototype ids, the prototype names (index = id) and centroids (P, D)."""
-
-    source: Path
-    tiles: list[Path]
-    ids: np.ndarray
-    names: list[str]
-    centroids: np.ndarray
-    embeddings: np.ndarray | None = None
-    encoder: str | None = None
-
-    @property
-    def num_prototypes(self) -> int:
-        return len(self.centroids)
-
-
-def read_prototype_table(path: str | Path) -> PrototypeTable:
-    """Read and check a prototype ``.h5ad``; every problem is one line naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("prototype file not found", path)
-    try:
-        import anndata
-
-        data = anndata.read_h5ad(path)
-    except (OSError, KeyError, ValueError, TypeError) as error:
-        raise InputError(f"not a readable .h5ad file ({type(error).__name__})", path) from None
-    missing = [c for c in ("tile", "prototype", "prototype_id") if c not in data.obs.columns]
-    if missing:
-        raise InputError(f"obs lacks column(s) {', '.join(missing)} (write it with `histosynth prototypes`)", path)
-    if CENTROIDS_KEY not in data.uns:
-        raise InputError(f"uns has no {CENTROIDS_KEY!r}", path)
-    centroids = np.asarray(data.uns[CENTROIDS_KEY], dtype=np.float64)
-    if centroids.ndim != 2 or len(centroids) < 2:
-        raise InputError(f"uns[{CENTROIDS_KEY!r}] must be a P x D matrix with P >= 2", path)
-    try:
-        ids = np.asarray(data.obs["prototype_id"], dtype=np.int64)
-    except (TypeError, ValueError):
-        raise InputError("obs column prototype_id must hold integers", path) from None
-    bad = ids[(ids < 0) | (ids >= len(centroids))]
-    if len(bad):
-        raise InputError(f"prototype_id {int(bad[0])} is out of range for {len(centroids)} centroids", path)
-    names = [str(i) for i in range(len(centroids))]
-    for pid, name in zip(ids.tolist(), data.obs["prototype"].astype(str).tolist()):
-        if names[pid] not in (str(pid), name):
-            raise InputError(f"prototype_id {pid} is named both {names[pid]!r} and {name!r}", path)
-        names[pid] = name
-    tiles = [Path(t) if Path(t).is_absolute() else path.parent / t for t in data.obs["tile"].astype(str)]
-    embeddings = None
-    if data.X is not None and data.X.shape == (len(ids), centroids.shape[1]):
-        embeddings = np.asarray(data.X, dtype=np.float64)
-    encoder = data.uns.get("encoder")
-    encoder = encoder.get("identity") if isinstance(encoder, dict) else (str(encoder) if encoder else None)
-    return PrototypeTable(path, tiles, ids, names, centroids, embeddings, encoder)
-
-
-def write_prototype_table(path: str | Path, tiles: list[str], ids: np.ndarray, names: list[str],
-                          centroids: np.ndarray, embeddings: np.ndarray | None = None,
-                          encoder: str | None = None) -> None:
-    """Write a prototype ``.h5ad`` in the layout :func:`read_prototype_table` reads (atomically)."""
-    import anndata
-    import pandas as pd
-
-    from histosynth.io import atomic_path
-
-    obs = pd.DataFrame({"tile": [str(t) for t in tiles], "prototype": [names[i] for i in ids],
-                        "prototype_id": np.asarray(ids, dtype=np.int64)}, index=[str(i) for i in range(len(ids))])
-    X = np.asarray(embeddings, np.float32) if embeddings is not None else np.zeros((len(ids), 0), np.float32)
-    uns = {CENTROIDS_KEY: np.asarray(centroids, np.float64)}
-    if encoder:
-        uns["encoder"] = {"identity": encoder}
-    with atomic_path(path) as tmp:
-        anndata.AnnData(X=X, obs=obs, uns=uns).write_h5ad(tmp)
-
-
-def nearest_prototype(embeddings: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    """Id of the nearest centroid (Euclidean) of each embedding row."""
-    d = (embeddings ** 2).sum(1)[:, None] - 2 * embeddings @ centroids.T + (centroids ** 2).sum(1)[None, :]
-    return d.argmin(1)
 
 
 class PrototypeLossConfig(BaseModel):

@@ -1,17 +1,13 @@
 """Features of image files, cached on disk by (encoder identity, file content hash).
 
-One ``<identity>.npz`` per encoder maps file SHA-256 -> feature vector. Long runs also persist
-progress as small ``<identity>.part-<random>.npz`` files (each written atomically) every few hundred
-tiles, so a killed run loses at most one part's worth of work; loading reads the main file plus all
-parts, and :meth:`FeatureCache.save` folds the parts back into the main file. A truncated or
-corrupt cache file counts as empty: its tiles are computed again and the file rewritten.
+The cache folder holds one ``<identity>.npz`` per encoder (a :class:`histosynth.io.VectorCache`)
+mapping file SHA-256 -> feature vector; long runs also persist progress as small part files every
+few hundred tiles, so a killed run resumes where the last part ended.
 """
 
 from __future__ import annotations
 
 import os
-import uuid
-import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -20,7 +16,7 @@ import numpy as np
 from histosynth.data.images import read_rgb, require_file
 from histosynth.encoders.base import FeatureEncoder
 from histosynth.errors import InputError
-from histosynth.io import atomic_path, file_digest, prepare_output_dir
+from histosynth.io import VectorCache, file_digest, prepare_output_dir
 
 
 def default_cache_dir() -> Path:
@@ -46,54 +42,6 @@ def prepare_cache_dir(cache: str | Path | None, *, read_only: bool = False, opti
     return prepare_output_dir(folder, kind="feature cache", option=shown, parents=cache is None)
 
 
-def _write_npz(path: Path, vectors: dict[str, np.ndarray]) -> None:
-    keys = np.array(list(vectors), dtype=str)
-    features = np.stack(list(vectors.values())) if vectors else np.zeros((0, 0))
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, keys=keys, features=features)
-
-
-def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    """The vectors of one cache file; none when it is truncated or corrupt (they are computed again)."""
-    try:
-        with np.load(path) as data:
-            return dict(zip(data["keys"].tolist(), data["features"]))
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
-        return {}
-
-
-class FeatureCache:
-    """One ``.npz`` per encoder identity mapping file SHA-256 -> feature vector (plus pending parts)."""
-
-    def __init__(self, directory: str | Path, encoder: FeatureEncoder) -> None:
-        stem = encoder.identity.replace("@", "_")
-        self.path = Path(directory) / f"{stem}.npz"
-        self.vectors: dict[str, np.ndarray] = {}
-        if self.path.is_file():
-            self.vectors = _read_npz(self.path)
-        self._parts = sorted(self.path.parent.glob(f"{stem}.part-*.npz")) if self.path.parent.is_dir() else []
-        for part in self._parts:
-            self.vectors.update(_read_npz(part))
-
-    def add(self, new: dict[str, np.ndarray]) -> None:
-        """Keep ``new`` vectors and persist them now as one small part file (cheap, kill-safe)."""
-        if not new:
-            return
-        self.vectors.update(new)
-        part = self.path.with_name(f"{self.path.stem}.part-{uuid.uuid4().hex[:12]}.npz")
-        _write_npz(part, new)
-        self._parts.append(part)
-
-    def save(self) -> None:
-        """Write every vector to the main file (atomically), then drop the parts it now holds."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        _write_npz(self.path, self.vectors)
-        for part in self._parts:
-            part.unlink(missing_ok=True)
-        self._parts = []
-
-
 def image_features(
     encoder: FeatureEncoder,
     paths: Sequence[str | Path],
@@ -108,7 +56,7 @@ def image_features(
     kill resumes where the last part ended.
     """
     digests = [file_digest(require_file(p)) for p in paths]  # a missing file: one line naming it
-    cache = FeatureCache(cache_dir, encoder) if cache_dir is not None else None
+    cache = VectorCache(cache_dir, encoder.identity) if cache_dir is not None else None
     known = dict(cache.vectors) if cache is not None else {}
     first: dict[str, int] = {}  # one computation per distinct file content
     for i, digest in enumerate(digests):
