@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from diffusers import DDPMScheduler
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -42,10 +41,10 @@ from histosynth.models.autoencoder import load_autoencoder  # noqa: E402
 from histosynth.models.denoiser import ConditionalDenoiser, DenoiserConfig, save_denoiser  # noqa: E402
 from histosynth.models.pipeline import LatentDiffusionModel  # noqa: E402
 from histosynth.sampling.sampler import SamplingSettings, TileSampler  # noqa: E402
-from histosynth.training.config import TrainConfig  # noqa: E402
 from histosynth.training.latents import encode_dihedral  # noqa: E402
 from histosynth.training.loop import train  # noqa: E402
 from histosynth.training.objectives import DenoiserLossConfig, DenoiserObjective  # noqa: E402
+from histosynth.training.recipe_config import load_recipe  # noqa: E402
 from histosynth.models.conditioning import mask_fractions  # noqa: E402
 from histosynth.training.tensors import load_tile_tensors  # noqa: E402
 
@@ -87,7 +86,6 @@ def main() -> None:
     autoencoder, ae_config = load_autoencoder(args.autoencoder)
     train_tiles = load_tile_tensors(manifest.select_split("train"), ae_config.tile_size)
     val_tiles = load_tile_tensors(manifest.select_split("val"), ae_config.tile_size)
-    recipe = yaml.safe_load(Path(args.config).read_text())
     results = {"command": " ".join(sys.argv), "machine": machine(), "steps": args.steps, "variants": {}}
     known = train_tiles.mask_known
     segmenter = cached_segmenter(train_tiles.images[known], train_tiles.masks[known], SegmentationTrainConfig())
@@ -101,16 +99,18 @@ def main() -> None:
                                  config.null_label, scheduler, DenoiserLossConfig(condition_dropout=0.0))
 
     def train_variant(mechanism: str) -> tuple[Path, dict]:
-        model_values = {**recipe["model"], "mask_conditioning": mechanism}
-        config = DenoiserConfig(latent_channels=ae_config.latent_channels, latent_size=ae_config.latent_size,
-                                num_labels=len(manifest.classes.labels), num_mask_classes=2, **model_values)
+        train_config, config, loss_config = load_recipe(
+            args.config, DenoiserConfig, DenoiserLossConfig,
+            model_defaults={"latent_channels": ae_config.latent_channels, "latent_size": ae_config.latent_size,
+                            "num_labels": len(manifest.classes.labels), "num_mask_classes": 2},
+            model_overrides={"mask_conditioning": mechanism},
+            train_overrides={"steps": args.steps, "checkpoint_every": args.steps})
         train_objective = objective_for(train_tiles, config, autoencoder, ae_config)
-        train_objective.settings = DenoiserLossConfig(**recipe.get("objective", {}))
+        train_objective.settings = loss_config
         torch.manual_seed(0)
         model = ConditionalDenoiser(config)
         started = time.perf_counter()
-        result = train(model, train_objective, TrainConfig(**{**recipe["train"], "steps": args.steps,
-                                                               "checkpoint_every": args.steps}), out / mechanism / "run")
+        result = train(model, train_objective, train_config, out / mechanism / "run")
         folder = out / mechanism / "model"
         save_denoiser(result.ema.eval(), folder / "denoiser", labels=manifest.classes.labels)
         if not (folder / "autoencoder").exists():

@@ -54,7 +54,7 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def prototypes(args, train, encoder, out: Path):
     from sklearn.cluster import KMeans
 
-    from histosynth.training.prototypes import write_prototype_table
+    from histosynth.embeddings.prototypes import write_prototype_table
 
     cache = out / "train_embeddings.npy"
     if cache.is_file() and len(np.load(cache)) == len(train[1]):
@@ -72,17 +72,17 @@ def prototypes(args, train, encoder, out: Path):
 
 def classifier(args, table_path: Path, model: LatentDiffusionModel, train, out: Path) -> tuple[Path, dict]:
     from histosynth.models.prototype_classifier import PrototypeClassifierConfig
-    from histosynth.training.config import TrainConfig, load_yaml_section, parse_config
-    from histosynth.training.prototypes import PrototypeLossConfig, read_prototype_table, train_prototype_classifier
+    from histosynth.embeddings.prototypes import read_prototype_table
+    from histosynth.training.prototypes import PrototypeLossConfig, train_prototype_classifier
+    from histosynth.training.recipe_config import load_recipe
 
-    config = ROOT / "configs" / "ebhi_prototype_classifier.yaml"
     table = read_prototype_table(table_path)
     den = model.denoiser.config
-    values = {"latent_channels": den.latent_channels, "latent_size": den.latent_size,
-              "num_prototypes": table.num_prototypes, **load_yaml_section(config, "model")}
-    train_config = parse_config(TrainConfig, {**load_yaml_section(config, "train"),
-                                              **({"steps": args.classifier_steps} if args.classifier_steps else {})},
-                                config)
+    train_config, classifier_config, loss_config = load_recipe(
+        ROOT / "configs" / "ebhi_prototype_classifier.yaml", PrototypeClassifierConfig, PrototypeLossConfig,
+        model_defaults={"latent_channels": den.latent_channels, "latent_size": den.latent_size,
+                        "num_prototypes": table.num_prototypes},
+        train_overrides={"steps": args.classifier_steps} if args.classifier_steps else None)
     folder = out / "classifier"
     run = folder / "runs" / "prototype-classifier"
     if not (run / "inputs.safetensors").exists() and args.latents:
@@ -93,9 +93,7 @@ def classifier(args, table_path: Path, model: LatentDiffusionModel, train, out: 
         cached = load_file(args.latents)
         run.mkdir(parents=True, exist_ok=True)
         save_file({"mean": cached["mean"], "logvar": cached["logvar"]}, str(run / "inputs.safetensors"))
-    result = train_prototype_classifier(table, train[1], folder, model, PrototypeClassifierConfig(**values),
-                                        train_config, parse_config(PrototypeLossConfig,
-                                                                   load_yaml_section(config, "objective"), config))
+    result = train_prototype_classifier(table, train[1], folder, model, classifier_config, train_config, loss_config)
     return folder, {"steps": result.steps, "items_per_second": round(result.items_per_second, 1),
                     "seconds": round(result.seconds, 1), "resumed_from": result.resumed_from}
 
@@ -120,7 +118,7 @@ def classifier_accuracy(clf, model: LatentDiffusionModel, val_images: torch.Tens
 
 
 def guidance_accuracy(args, model, clf, encoder, centroids, chosen: list[int]) -> dict:
-    from histosynth.training.prototypes import nearest_prototype
+    from histosynth.embeddings.prototypes import nearest_prototype
 
     null = model.denoiser.config.null_label
     results = {}
@@ -220,7 +218,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     from histosynth.models.prototype_classifier import load_prototype_classifier
-    from histosynth.training.prototypes import nearest_prototype
+    from histosynth.embeddings.prototypes import nearest_prototype
     from histosynth.weights import default_model_dir
 
     began = time.perf_counter()

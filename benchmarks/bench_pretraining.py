@@ -65,19 +65,17 @@ def parse_args() -> argparse.Namespace:
 def recipe(args: argparse.Namespace):
     """Train, model and objective configs: the shipped recipe with the one reduced budget."""
     from histosynth.models.histology_encoder import HistologyEncoderConfig
-    from histosynth.training.config import TrainConfig, load_yaml_section, parse_config
     from histosynth.training.contrastive import ContrastiveLossConfig
+    from histosynth.training.recipe_config import load_recipe, recipe_sections
 
-    values = load_yaml_section(args.config, "train")
-    values["steps"] = args.steps
+    values = recipe_sections(args.config)["train"]
+    overrides = {"steps": args.steps,
+                 "warmup_steps": args.warmup if args.warmup is not None else min(values.get("warmup_steps", 0),
+                                                                                args.steps // 10),
+                 "checkpoint_every": max(10, min(values.get("checkpoint_every", 250), args.steps // 4))}
     if args.batch_size:
-        values["batch_size"] = args.batch_size
-    values["warmup_steps"] = args.warmup if args.warmup is not None else min(values.get("warmup_steps", 0),
-                                                                            args.steps // 10)
-    values["checkpoint_every"] = max(10, min(values.get("checkpoint_every", 250), args.steps // 4))
-    return (parse_config(TrainConfig, values, args.config),
-            parse_config(HistologyEncoderConfig, load_yaml_section(args.config, "model"), args.config),
-            parse_config(ContrastiveLossConfig, load_yaml_section(args.config, "objective"), args.config))
+        overrides["batch_size"] = args.batch_size
+    return load_recipe(args.config, HistologyEncoderConfig, ContrastiveLossConfig, train_overrides=overrides)
 
 
 def ssl_manifest(variant: str, real: TileManifest, synthetic: TileManifest) -> TileManifest:
@@ -144,9 +142,9 @@ def evaluate_encoder(name: str, folder: Path | None, args, real: TileManifest, n
     """Probe + ABMIL scores of one encoder, reused from disk when the same encoder was scored before."""
     import numpy as np
 
+    from histosynth.encoders.features import image_features
     from histosynth.encoders.histology import HistologyEncoder
     from histosynth.evaluation.abmil import ABMILConfig, evaluate_abmil, make_bags
-    from histosynth.evaluation.features import image_features
     from histosynth.evaluation.probe import linear_probe
 
     encoder = HistologyEncoder("cpu", folder=folder)

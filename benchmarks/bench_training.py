@@ -56,10 +56,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--config", default="configs/ebhi_denoiser.yaml")
     args = parser.parse_args()
-    import yaml
+    from histosynth.training.recipe_config import load_recipe
 
-    model_values = yaml.safe_load(Path(args.config).read_text()).get("model", {})
-    config = DenoiserConfig(num_labels=6, num_mask_classes=2, **model_values)
+    config = load_recipe(args.config, DenoiserConfig, DenoiserLossConfig,
+                         model_defaults={"num_labels": 6, "num_mask_classes": 2}).model
     objective = make_objective(config, 512)
     params = sum(p.numel() for p in ConditionalDenoiser(config).parameters())
 

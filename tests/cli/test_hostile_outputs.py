@@ -22,7 +22,7 @@ from histosynth.errors import InputError
 from histosynth.models.autoencoder import build_autoencoder, save_autoencoder
 from histosynth.models.denoiser import ConditionalDenoiser, save_denoiser
 from testkit import run_cli, write_tile_dataset
-from tiny_models import CLASSES, TILE, tiny_autoencoder_config, tiny_denoiser_config
+from tiny_models import CLASSES, TILE, save_tiny_mask_model, tiny_autoencoder_config, tiny_denoiser_config
 
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
 TILER_HEADER = "id,image,mask,label,split,x,y,level,mpp,tissue_fraction\n"
@@ -225,8 +225,6 @@ NOT_A_TRAINING_FOLDER = {
     "a stray file in runs/": lambda folder: ((folder / "runs").mkdir(),
                                              (folder / "runs" / "notes.txt").write_text("x")),
     "runs as a file": lambda folder: (folder / "runs").write_text("x"),
-    "a composition model": lambda folder: _model_json(folder, "composition-model"),
-    "a model part of another kind": lambda folder: _model_json(folder / "autoencoder", "denoiser"),
     "a part without histosynth.json": lambda folder: ((folder / "denoiser").mkdir(),
                                                       (folder / "denoiser" / "weights.bin").write_bytes(b"x")),
     "a corrupt part histosynth.json": lambda folder: ((folder / "mask_model").mkdir(),
@@ -252,18 +250,19 @@ def test_a_model_folder_of_the_other_family_is_refused(verb, inputs, tmp_path, c
     else:
         _model_json(out, "prototype-classifier")
         (out / "classifier.safetensors").write_bytes(b"weights")
-    refused(DIR_VERBS[verb](inputs, out), capsys, tmp_path, out, "not written by `histosynth train")
+    wanted = "a prototype classifier" if verb == "train prototype-classifier" else "a diffusion model folder"
+    refused(DIR_VERBS[verb](inputs, out), capsys, tmp_path, out, f", not {wanted} (what `histosynth {verb}` writes)")
 
 
 def test_earlier_training_folders_still_pass_the_check(inputs, tmp_path) -> None:
     """Folders that earlier (interrupted, or other recipes') runs made, and fresh ones, are accepted."""
-    from histosynth.cli.train import _check_out
     from histosynth.models.histology_encoder import KIND as ENCODER_KIND
+    from histosynth.training.destination import check_training_out
 
     model = shutil.copytree(inputs.model, tmp_path / "model")  # autoencoder + denoiser + classes.json
     for run in ("autoencoder", "denoiser", "decoder", "mask_model", "encoder", "like"):
         (model / "runs" / run / "checkpoint-00000002").mkdir(parents=True)
-    shutil.copytree(model / "denoiser", model / "mask_model")
+    save_tiny_mask_model(model)
     _model_json(model / "encoder", ENCODER_KIND)
     (model / ".denoiser.x1y2.tmp").mkdir()  # an atomic write a kill interrupted
     (model / "runs" / ".classes.json.z.tmp").write_text("")
@@ -275,10 +274,10 @@ def test_earlier_training_folders_still_pass_the_check(inputs, tmp_path) -> None
     (classifier / "classifier.safetensors").write_bytes(b"weights")  # killed before its histosynth.json
     (tmp_path / "empty").mkdir()
     for folder in (model, interrupted.parent.parent, tmp_path / "empty", tmp_path / "new" / "sub"):
-        _check_out(folder)
+        check_training_out(folder, "denoiser")
     _model_json(classifier, "prototype-classifier")
     for folder in (classifier, tmp_path / "empty", tmp_path / "new"):
-        _check_out(folder, classifier=True)
+        check_training_out(folder, "prototype-classifier")
     with pytest.raises(InputError, match="holds a model of kind 'prototype-classifier', not 'composition-model'"):
         from histosynth.io import prepare_output_dir
 
@@ -398,7 +397,7 @@ def test_a_bad_cache_folder_is_one_line_before_any_work(verb, problem, inputs, t
         cache = _bad_location(tmp_path, "under a file" if problem == "under a file" else problem, "cache",
                               monkeypatch)
     if verb == "report" and problem != "a file":  # report only reads the cache: a missing one has no vectors
-        from histosynth.evaluation.features import prepare_cache_dir
+        from histosynth.encoders.features import prepare_cache_dir
 
         assert prepare_cache_dir(cache, read_only=True) == cache
         return

@@ -71,9 +71,9 @@ def test_bad_fields_are_one_line_400s(client, change: dict, expected: str) -> No
 
 def test_bad_uploads_are_refused_with_a_clear_message(client) -> None:
     assert error_of(generate(client, b"%PDF-1.4 not an image"), 400) == \
-        "mask: not an image (send a PNG, JPEG or TIFF file)"
+        "mask: corrupt or unreadable mask (not a PNG, JPEG, TIFF, BMP or WebP file)"
     assert error_of(generate(client, b""), 400).startswith("mask: empty upload")
-    assert error_of(generate(client, half_mask(16)), 400) == "mask: image is 16x16; the model works on 32x32 tiles"
+    assert error_of(generate(client, half_mask(16)), 400) == "mask: mask is 16x16 px, expected 32x32"
     assert "class id 3" in error_of(generate(client, np.full((TILE, TILE), 3)), 400)
     truncated = png(half_mask())[:60]
     assert error_of(generate(client, truncated), 400).startswith("mask: ")
@@ -83,7 +83,7 @@ def test_bad_uploads_are_refused_with_a_clear_message(client) -> None:
 
 def test_image_dimensions_are_checked_before_decoding(make_client) -> None:
     client = make_client(max_side=48)
-    expected = "mask: image is 40x64; at most 48 px a side is accepted"
+    expected = "mask: mask is 40x64 px, more than 48 px a side"
     assert error_of(generate(client, np.zeros((64, 40))), 400) == expected
 
 
@@ -122,7 +122,7 @@ def test_mask_upload_and_procedural_masks_give_class_ids_for_the_painter(client)
     ids = np.frombuffer(base64.b64decode(response.json()["ids"]), np.uint8).reshape(TILE, TILE)
     assert (ids == half_mask()).all()
     assert error_of(client.post("/api/mask", files={"mask": ("m.txt", b"hello", "text/plain")}), 400) == \
-        "mask: not an image (send a PNG, JPEG or TIFF file)"
+        "mask: corrupt or unreadable mask (not a PNG, JPEG, TIFF, BMP or WebP file)"
     procedural = client.get("/api/procedural-mask", params={"foreground": 0.25, "seed": 3}).json()
     ids = np.frombuffer(base64.b64decode(procedural["ids"]), np.uint8)
     assert procedural["size"] == TILE and abs(ids.mean() - 0.25) < 0.02
@@ -189,3 +189,5 @@ def test_the_page_offers_the_package_sampling_defaults() -> None:
     defaults = SamplingSettings()
     assert f'id="guidance" type="number" min="0" step="0.1" value="{defaults.guidance:g}"' in page
     assert '<select id="sampler">' + "".join(f"<option>{name}</option>" for name in SAMPLERS) + "</select>" in page
+    assert SAMPLERS[0] == defaults.sampler  # the menu's first entry is what the page sends unless changed
+    assert f'id="steps" type="number" min="1" value="{defaults.steps}"' in page

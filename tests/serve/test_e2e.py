@@ -74,7 +74,8 @@ def test_a_non_image_upload_shows_the_servers_message(live_server, page, tmp_pat
     page.wait_for_selector("body[data-ready='1']")
     page.set_input_files("#mask-file", str(tmp_path / "notes.png"))
     page.wait_for_function("() => document.querySelector('#error').textContent.length > 0")
-    assert page.locator("#error").inner_text() == "mask: not an image (send a PNG, JPEG or TIFF file)"
+    assert page.locator("#error").inner_text() == \
+        "mask: corrupt or unreadable mask (not a PNG, JPEG, TIFF, BMP or WebP file)"
     page.select_option("#mode", "transfer")
     assert page.locator("[data-common='guidance']").is_hidden()
     assert page.locator("[data-mode='transfer'] [data-field='appearance']").is_visible()

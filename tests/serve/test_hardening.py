@@ -303,23 +303,23 @@ def _png16(array: np.ndarray) -> bytes:
 
 #: Bad transfer uploads: name -> (field, content, what the message says after "<field>: ").
 TRANSFER_UPLOADS = {
-    "text_appearance": ("appearance", b"hello, I am a text file", "not an image"),
-    "pdf_mask": ("appearance_mask", b"%PDF-1.4 not an image", "not an image"),
+    "text_appearance": ("appearance", b"hello, I am a text file", "corrupt or unreadable image (not a PNG"),
+    "pdf_mask": ("appearance_mask", b"%PDF-1.4 not an image", "corrupt or unreadable mask (not a PNG"),
     "empty_appearance": ("appearance", b"", "empty upload"),
     "empty_mask": ("appearance_mask", b"", "empty upload"),
-    "bomb_appearance": ("appearance", forged_png(60000, 60000), "image has too many pixels"),
-    "bomb_mask": ("appearance_mask", forged_png(60000, 60000), "image has too many pixels"),
-    "wide_appearance": ("appearance", forged_png(3000, 16), "image is 3000x16; at most 2048 px a side"),
-    "wide_mask": ("appearance_mask", forged_png(16, 3000), "image is 16x3000; at most 2048 px a side"),
+    "bomb_appearance": ("appearance", forged_png(60000, 60000), "declares 60000 x 60000 px, above the 50 MP limit"),
+    "bomb_mask": ("appearance_mask", forged_png(60000, 60000), "declares 60000 x 60000 px, above the 50 MP limit"),
+    "wide_appearance": ("appearance", forged_png(3000, 16), "image is 3000x16 px, more than 2048 px a side"),
+    "wide_mask": ("appearance_mask", forged_png(16, 3000), "mask is 16x3000 px, more than 2048 px a side"),
     "truncated_appearance": ("appearance", png(np.full((TILE, TILE, 3), 9))[:60], ""),
-    "small_appearance": ("appearance", png(np.zeros((16, 16, 3))), "image is 16x16; the model works on 32x32"),
-    "large_mask": ("appearance_mask", png(np.zeros((64, 64))), "image is 64x64; the model works on 32x32"),
-    "oblong_mask": ("appearance_mask", png(np.zeros((TILE, 20))), "image is 20x32; the model works on 32x32"),
+    "small_appearance": ("appearance", png(np.zeros((16, 16, 3))), "image is 16x16 px, expected 32x32"),
+    "large_mask": ("appearance_mask", png(np.zeros((64, 64))), "mask is 64x64 px, expected 32x32"),
+    "oblong_mask": ("appearance_mask", png(np.zeros((TILE, 20))), "mask is 20x32 px, expected 32x32"),
     "mask_values": ("appearance_mask", png(np.full((TILE, TILE), 7)), "mask values 7 are outside"),
     "mask_half_valid": ("appearance_mask", png(half_mask() * 200), "mask values 200 are outside"),
     "mask_16bit": ("appearance_mask", _png16(np.full((TILE, TILE), 1000)), "mask must be a single-channel 8-bit"),
     "mask_colour": ("appearance_mask", png(np.dstack([half_mask() * 255, np.zeros((TILE, TILE)),
-                                                      np.zeros((TILE, TILE))])), "mask values"),
+                                                      np.zeros((TILE, TILE))])), "mask is a colour image"),
 }
 
 
@@ -338,7 +338,7 @@ def test_transfer_uploads_sent_as_text_or_missing_are_400(client, expect) -> Non
     assert expect(_generate(client, {"mode": "transfer"}), 400).startswith("appearance: missing upload")
     small_mask = {"mask": ("m.png", png(half_mask(16)), "image/png")}
     message = expect(_generate(client, {"mode": "transfer"}, {**files, **small_mask}), 400)
-    assert message.startswith("mask: image is 16x16")
+    assert message.startswith("mask: mask is 16x16 px, expected 32x32")
 
 
 @pytest.mark.parametrize("field", ["appearance", "appearance_mask"])
@@ -348,16 +348,16 @@ def test_transfer_uploads_obey_the_pixel_limit(client, expect, monkeypatch, fiel
     monkeypatch.setenv(MAX_PIXELS_ENV, str(TILE * TILE))  # the 32 x 32 mask passes; a 40 x 40 upload does not
     big = png(np.zeros((40, 40, 3) if field == "appearance" else (40, 40)))
     message = expect(_generate(client, {"mode": "transfer"}, _transfer_files(**{field: big})), 400)
-    assert message == f"{field}: image is 40x40, above the server's pixel limit ({MAX_PIXELS_ENV})"
+    assert message == f"{field}: declares 40 x 40 px, above the 1024 px limit; set {MAX_PIXELS_ENV} to raise it"
     assert _generate(client, {"mode": "transfer", "steps": "1"}, _transfer_files()).status_code == 200
 
 
 def test_uploads_obey_the_service_side_limit(make_client, expect) -> None:
     client = make_client(max_side=24)
     response = client.post("/api/mask", files={"mask": ("m.png", png(np.zeros((30, 20))), "image/png")})
-    assert expect(response, 400) == "mask: image is 20x30; at most 24 px a side is accepted"
+    assert expect(response, 400) == "mask: mask is 20x30 px, more than 24 px a side"
     assert expect(_generate(client, {"mode": "transfer"}, _transfer_files()), 400) == \
-        "mask: image is 32x32; at most 24 px a side is accepted"
+        "mask: mask is 32x32 px, more than 24 px a side"
 
 
 # --- the allow-list of the serve command ------------------------------------------------------------------

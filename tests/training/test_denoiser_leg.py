@@ -52,7 +52,7 @@ def test_a_leg_refuses_another_architecture(tiny_model_dir: Path, tmp_path: Path
 
 def test_a_rerun_reads_its_latents_from_the_run_cache(tiny_model_dir: Path, tmp_path: Path, monkeypatch) -> None:
     import histosynth.training.latents as latents
-    from histosynth.cli.train import _check_out
+    from histosynth.training.destination import check_training_out
 
     out = tmp_path / "run"
     _train(out, tiny_model_dir, steps=2)
@@ -71,4 +71,4 @@ def test_a_rerun_reads_its_latents_from_the_run_cache(tiny_model_dir: Path, tmp_
     monkeypatch.undo()
     _train(out, tiny_model_dir, steps=2)
     assert cache.stat().st_size > 100
-    _check_out(out)  # the CLI still takes the folder: the cache is the run's own file, not a foreign one
+    check_training_out(out, "denoiser")  # the cache is the run's own file, not a foreign one

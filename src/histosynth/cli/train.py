@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 
@@ -20,66 +20,26 @@ CLASSES = typer.Option(None, "--classes", help="Class list JSON or 'ebhi' (defau
 THREADS = typer.Option(None, "--threads", min=1, help="Torch CPU threads (default: torch's choice).")
 
 
-def _model_folder_parts() -> dict[str, Any]:
-    """``prepare_output_dir`` rules for a model folder: its parts (with their kinds), classes.json and runs/."""
-    from histosynth.models.autoencoder import KIND as AUTOENCODER_KIND
-    from histosynth.models.denoiser import KIND as DENOISER_KIND
-    from histosynth.models.histology_encoder import KIND as ENCODER_KIND
-    from histosynth.models.pipeline import AUTOENCODER_DIR, DENOISER_DIR, MASK_MODEL_DIR
-    from histosynth.training.like import LIKE_RUN
-    from histosynth.training.recipes import DECODER_RUN, ENCODER_DIR, RUNS_DIR
+def _check_out(out: Path, recipe: str) -> None:
+    """One line, before any tile is read, when ``out`` cannot take this recipe's output (see
+    :func:`histosynth.training.destination.check_training_out`)."""
+    from histosynth.training.destination import check_training_out
 
-    parts = {AUTOENCODER_DIR: AUTOENCODER_KIND, DENOISER_DIR: DENOISER_KIND, MASK_MODEL_DIR: DENOISER_KIND,
-             ENCODER_DIR: ENCODER_KIND}
-    runs = (AUTOENCODER_DIR, DENOISER_DIR, DECODER_RUN, MASK_MODEL_DIR, ENCODER_DIR, LIKE_RUN)
-    return {"kind": "train", "models": parts,
-            "layout": (*parts, "classes.json", *(f"{RUNS_DIR}/{run}" for run in runs))}
-
-
-def _classifier_folder_parts() -> dict[str, Any]:
-    """``prepare_output_dir`` rules for a prototype classifier folder: its weights, histosynth.json and runs/."""
-    from histosynth.io import MODEL_MANIFEST
-    from histosynth.models.prototype_classifier import KIND, WEIGHTS_NAME
-    from histosynth.training.prototypes import CLASSIFIER_RUN
-    from histosynth.training.recipes import RUNS_DIR
-
-    return {"kind": "train prototype-classifier", "models": {".": KIND},
-            "layout": (WEIGHTS_NAME, MODEL_MANIFEST, f"{RUNS_DIR}/{CLASSIFIER_RUN}")}
-
-
-def _check_out(out: Path, classifier: bool = False) -> None:
-    """One line, before any tile is read, for a model folder that cannot be written (a file, unwritable) or
-    that holds someone else's files: anything but model parts of the right kinds and training runs (a prototype
-    classifier's folder with ``classifier``). An earlier, interrupted run's folder passes, so it resumes."""
-    from histosynth.io import prepare_output_dir
-
-    prepare_output_dir(out, **(_classifier_folder_parts() if classifier else _model_folder_parts()))
-
-
-def _settings(config: Optional[Path], steps: Optional[int], batch_size: Optional[int]):
-    from histosynth.training.config import TrainConfig, load_yaml_section, parse_config
-
-    values = load_yaml_section(config, "train")
-    if steps is not None:
-        values["steps"] = steps
-    if batch_size is not None:
-        values["batch_size"] = batch_size
-    return parse_config(TrainConfig, values, config or "--steps/--batch-size")
+    check_training_out(out, recipe)
 
 
 def _recipe_configs(config: Optional[Path], steps: Optional[int], batch_size: Optional[int], threads: Optional[int],
                     model_cls, loss_cls, model_values: dict | None = None):
-    """Train, model and objective configs of a recipe (YAML sections over defaults), and torch threads."""
+    """Train, model and objective configs of a recipe (see :func:`histosynth.training.recipe_config.load_recipe`:
+    ``model_values`` under the YAML, ``--steps``/``--batch-size`` over it), and torch threads."""
     import torch
 
-    from histosynth.training.config import load_yaml_section, parse_config
+    from histosynth.training.recipe_config import load_recipe
 
     if threads:
         torch.set_num_threads(threads)
-    source = config or "defaults"
-    model_config = parse_config(model_cls, {**(model_values or {}), **load_yaml_section(config, "model")}, source)
-    loss_config = parse_config(loss_cls, load_yaml_section(config, "objective"), source)
-    return _settings(config, steps, batch_size), model_config, loss_config
+    train = {key: value for key, value in (("steps", steps), ("batch_size", batch_size)) if value is not None}
+    return load_recipe(config, model_cls, loss_cls, model_defaults=model_values, train_overrides=train)
 
 
 def _load_tiles(data: Path, split: str, classes: Optional[str], size: int, unlabelled: Optional[Path] = None):
@@ -119,7 +79,7 @@ def autoencoder(
     from histosynth.training.objectives import AutoencoderLossConfig
     from histosynth.training.recipes import train_autoencoder
 
-    _check_out(out)
+    _check_out(out, "autoencoder")
     train_config, model_config, loss_config = _recipe_configs(config, steps, batch_size, threads, AutoencoderConfig,
                                                               AutoencoderLossConfig)
     manifest, tiles = _load_tiles(data, split, classes, model_config.tile_size)
@@ -149,7 +109,7 @@ def denoiser(
     from histosynth.training.objectives import DenoiserLossConfig
     from histosynth.training.recipes import AUTOENCODER_DIR, train_denoiser
 
-    _check_out(out)
+    _check_out(out, "denoiser")
     ae_dir = autoencoder_dir or out / AUTOENCODER_DIR
     ae_config = read_folder_config(ae_dir, "autoencoder", AutoencoderConfig)
     manifest, tiles = _load_tiles(data, split, classes, ae_config.tile_size, unlabelled)
@@ -187,7 +147,7 @@ def decoder(
     from histosynth.training.recipes import AUTOENCODER_DIR, finetune_decoder
     from histosynth.weights import default_model_dir
 
-    _check_out(out)
+    _check_out(out, "decoder")
     base = base or default_model_dir()
     base_ae = base / AUTOENCODER_DIR if (base / AUTOENCODER_DIR).is_dir() else base
     ae_config = read_folder_config(base_ae, "autoencoder", AutoencoderConfig)
@@ -216,7 +176,7 @@ def mask_model(
     from histosynth.training.objectives import DenoiserLossConfig
     from histosynth.training.recipes import train_mask_model
 
-    _check_out(out)
+    _check_out(out, "mask-model")
     if tile_size % factor:
         from histosynth.errors import InputError
 
@@ -247,7 +207,7 @@ def encoder(
     from histosynth.training.contrastive import ContrastiveLossConfig
     from histosynth.training.recipes import train_histology_encoder
 
-    _check_out(out)
+    _check_out(out, "encoder")
     train_config, model_config, loss_config = _recipe_configs(config, steps, batch_size, threads,
                                                               HistologyEncoderConfig, ContrastiveLossConfig)
     manifest, tiles = _load_tiles(data, split, classes, tile_size, unlabelled)
@@ -274,7 +234,7 @@ def like_model(
     from histosynth.training.objectives import EmbeddingDenoiserLossConfig
     from histosynth.weights import default_model_dir
 
-    _check_out(out)
+    _check_out(out, "like-model")
     base = init or default_model_dir()
     train_config, like_config, loss_config = _recipe_configs(config, steps, batch_size, threads, LikeModelConfig,
                                                              EmbeddingDenoiserLossConfig)
@@ -307,15 +267,11 @@ def prototype_classifier(
     from histosynth.cli.progress import progress_bar
     from histosynth.models.pipeline import LatentDiffusionModel
     from histosynth.models.prototype_classifier import PrototypeClassifierConfig
-    from histosynth.training.prototypes import (
-        PrototypeLossConfig,
-        load_table_tiles,
-        read_prototype_table,
-        train_prototype_classifier,
-    )
+    from histosynth.embeddings.prototypes import read_prototype_table
+    from histosynth.training.prototypes import PrototypeLossConfig, load_table_tiles, train_prototype_classifier
     from histosynth.weights import default_model_dir
 
-    _check_out(out, classifier=True)
+    _check_out(out, "prototype-classifier")
     table = read_prototype_table(prototypes)
     loaded = LatentDiffusionModel.load(model or default_model_dir())
     den = loaded.denoiser.config

@@ -3,9 +3,12 @@
 Every read checks the header before any pixel is decoded: the format (PNG, JPEG, TIFF, BMP, WebP
 only), the declared size against a pixel limit (:func:`max_image_pixels`: 50 MP unless the
 environment variable ``HISTOSYNTH_MAX_IMAGE_PIXELS`` or a ``max_pixels`` argument says otherwise)
-and, when the caller knows it, the expected size. Pillow's process-wide decompression-bomb limit is
-neither used nor changed. Missing, corrupt, truncated, oversized or wrong-sized files raise
-:class:`~histosynth.errors.InputError` naming the file.
+and, when the caller knows them, the expected size and the longest side allowed. Pillow's
+process-wide decompression-bomb limit is neither used nor changed. Missing, corrupt, truncated,
+oversized or wrong-sized files raise :class:`~histosynth.errors.InputError` naming the file.
+
+A source is a path, or the bytes (or a binary file object) of an image, e.g. a web upload; errors
+about bytes name ``name`` (a form field) instead of a file.
 """
 
 from __future__ import annotations
@@ -13,12 +16,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import io
 import os
 import struct
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Union
 
 import numpy as np
 
@@ -29,6 +33,8 @@ if TYPE_CHECKING:
     from PIL.Image import Image
 
 Size = tuple[int, int]  # (width, height)
+#: A file path, or an image's bytes / a binary file object holding them (read from its start).
+ImageSource = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, IO[bytes]]
 
 MAX_PIXELS_ENV = "HISTOSYNTH_MAX_IMAGE_PIXELS"
 DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
@@ -98,109 +104,153 @@ def _openers() -> tuple[tuple[str, Callable[..., Any], Callable[[bytes], Any] | 
     return tuple(found)
 
 
-def _identify(path: Path, what: str) -> Image:
-    """Open ``path`` lazily (header only) as one of :data:`IMAGE_FORMATS`, without Pillow's global size check.
+def _error_name(source: ImageSource, what: str, name: str | Path | None) -> Path:
+    """What an error about ``source`` names: its path, else ``name`` (else ``what``)."""
+    if isinstance(source, (str, os.PathLike)):
+        return Path(source)
+    return Path(name if name is not None else what)
+
+
+def _where(source: ImageSource, what: str, name: str | Path | None) -> tuple[Path, str | IO[bytes]]:
+    """What errors name, and what Pillow opens: a checked path, or the bytes as a seekable stream."""
+    if isinstance(source, (str, os.PathLike)):
+        path = require_file(source, what)
+        return path, os.fspath(path)
+    where = _error_name(source, what, name)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return where, io.BytesIO(source)
+    if not source.seekable():
+        return where, io.BytesIO(source.read())
+    return where, source
+
+
+def _identify(source: ImageSource, what: str, name: str | Path | None) -> tuple[Image, Path]:
+    """Open ``source`` lazily (header only) as one of :data:`IMAGE_FORMATS`, without Pillow's global size
+    check; returns the image and what errors name.
 
     This is what ``PIL.Image.open`` does, minus its decompression-bomb check (which reads a
     process-wide setting); the caller applies :func:`max_image_pixels` before decoding.
     """
+    where, target = _where(source, what, name)
     try:
-        with open(path, "rb") as handle:
-            prefix = handle.read(16)
+        if isinstance(target, str):
+            with open(target, "rb") as handle:
+                prefix = handle.read(16)
+        else:
+            target.seek(0)
+            prefix = target.read(16)
     except OSError as error:
-        raise InputError(f"cannot read {what} ({type(error).__name__})", path) from None
+        raise InputError(f"cannot read {what} ({type(error).__name__})", where) from None
     if not prefix:
-        raise InputError(f"corrupt or unreadable {what} (empty file)", path)
+        raise InputError(f"corrupt or unreadable {what} (empty file)", where)
     for _name, factory, accept in _openers():
         accepted = accept(prefix) if accept is not None else True
         if not accepted or isinstance(accepted, str):
             continue
         try:
-            return factory(os.fspath(path))  # opens (and on close releases) the file itself
+            if isinstance(target, str):
+                return factory(target), where  # opens (and on close releases) the file itself
+            target.seek(0)
+            return factory(target, ""), where
         except (SyntaxError, IndexError, TypeError, struct.error):
             continue  # not this format after all
         except _DECODE_ERRORS as error:
-            raise InputError(f"corrupt or unreadable {what} ({type(error).__name__})", path) from None
-    raise InputError(f"corrupt or unreadable {what} (not a {FORMAT_NAMES} file)", path)
+            raise InputError(f"corrupt or unreadable {what} ({type(error).__name__})", where) from None
+    raise InputError(f"corrupt or unreadable {what} (not a {FORMAT_NAMES} file)", where)
 
 
 @contextlib.contextmanager
-def open_image(path: str | Path, what: str = "image", size: Size | None = None,
-               max_pixels: int | None = None) -> Iterator[Image]:
-    """An image file opened but not decoded, after its header passed the checks.
+def open_image(source: ImageSource, what: str = "image", size: Size | None = None, max_pixels: int | None = None,
+               *, max_side: int | None = None, name: str | Path | None = None) -> Iterator[Image]:
+    """An image (a file, or bytes named ``name``) opened but not decoded, after its header passed the checks.
 
-    ``size`` (width, height): the size it must have; ``max_pixels``: see :func:`max_image_pixels`.
-    Errors while the block decodes it (``load``, ``convert``) become ``InputError`` naming the file.
+    ``size`` (width, height): the size it must have; ``max_pixels``: see :func:`max_image_pixels`;
+    ``max_side``: the longest side it may have. Errors while the block decodes it (``load``,
+    ``convert``) become ``InputError`` naming the file.
     """
     from PIL import Image as PILImage
 
-    path = require_file(path, what)
     limit = max_image_pixels(max_pixels)
-    image = _identify(path, what)
+    image, where = _identify(source, what, name)
     try:
         width, height = image.size
         if width * height > limit:
             raise InputError(f"declares {width} x {height} px, above the {_megapixels(limit)} limit; "
-                             f"set {MAX_PIXELS_ENV} to raise it", path)
+                             f"set {MAX_PIXELS_ENV} to raise it", where)
+        if max_side is not None and max(width, height) > max_side:
+            raise InputError(f"{what} is {width}x{height} px, more than {max_side} px a side", where)
         if size is not None and (width, height) != tuple(size):
-            raise InputError(f"{what} is {width}x{height} px, expected {size_text(size)}", path)
+            raise InputError(f"{what} is {width}x{height} px, expected {size_text(size)}", where)
         try:
             yield image
         except PILImage.DecompressionBombError as error:  # a TIFF tile or MPO frame beyond Pillow's own limit
-            raise InputError(f"{what} too large to decode ({error})", path) from None
+            raise InputError(f"{what} too large to decode ({error})", where) from None
         except _DECODE_ERRORS as error:
-            raise InputError(f"corrupt or unreadable {what} ({type(error).__name__})", path) from None
+            raise InputError(f"corrupt or unreadable {what} ({type(error).__name__})", where) from None
     finally:
         image.close()
 
 
-def image_size(path: str | Path, what: str = "image") -> Size:
+def image_size(source: ImageSource, what: str = "image", *, name: str | Path | None = None) -> Size:
     """``(width, height)`` from the header alone (no pixel limit: nothing is decoded)."""
-    path = require_file(path, what)
-    image = _identify(path, what)
+    image, _ = _identify(source, what, name)
     try:
         return image.size
     finally:
         image.close()
 
 
-def read_rgb(path: str | Path, size: Size | None = None, max_pixels: int | None = None) -> np.ndarray:
+def _convert(image: Image, mode: str, what: str, where: Path) -> Image:
+    """``image.convert(mode)``; a mode Pillow cannot convert is one line (not reported as corruption)."""
+    try:
+        return image.convert(mode)
+    except ValueError:
+        raise InputError(f"{what} has mode {image.mode}, which cannot be read as {mode}", where) from None
+
+
+def read_rgb(source: ImageSource, size: Size | None = None, max_pixels: int | None = None, *,
+             max_side: int | None = None, name: str | Path | None = None) -> np.ndarray:
     """Read an image as HxWx3 uint8 RGB (alpha dropped); ``InputError`` naming the file if it cannot be.
 
-    ``size`` (width, height): reject an image of another size before decoding it.
+    ``size`` (width, height): reject an image of another size before decoding it; ``max_side``, ``name``:
+    see :func:`open_image`.
     """
-    with open_image(path, "image", size, max_pixels) as image:
+    with open_image(source, "image", size, max_pixels, max_side=max_side, name=name) as image:
+        where = _error_name(source, "image", name)
         if image.mode in _WIDE_MODES:
             raise InputError(f"image is single-channel with more than 8 bits (mode {image.mode}); "
-                             "tiles must be 8-bit RGB", path)
+                             "tiles must be 8-bit RGB", where)
         image.load()
-        return np.asarray(image.convert("RGB"))
+        return np.asarray(_convert(image, "RGB", "image", where))
 
 
-def read_raw_mask(path: str | Path, size: Size | None = None, max_pixels: int | None = None) -> np.ndarray:
+def read_raw_mask(source: ImageSource, size: Size | None = None, max_pixels: int | None = None, *,
+                  max_side: int | None = None, name: str | Path | None = None) -> np.ndarray:
     """Read a mask as an HxW uint8 array of raw pixel values (no class mapping).
 
     Single-channel masks (8-bit, 16-bit with values up to 255, 1-bit, palette indices) are read as
     stored; an RGB(A) mask must be grey (equal channels) and is read as that grey value.
+    ``max_side``, ``name``: see :func:`open_image`.
     """
-    with open_image(path, "mask", size, max_pixels) as image:
+    where = _error_name(source, "mask", name)
+    with open_image(source, "mask", size, max_pixels, max_side=max_side, name=name) as image:
         image.load()
         if image.mode not in _MASK_MODES:
-            rgb = np.asarray(image.convert("RGB"))
+            rgb = np.asarray(_convert(image, "RGB", "mask", where))
             if (rgb[..., 0] != rgb[..., 1]).any() or (rgb[..., 0] != rgb[..., 2]).any():
                 raise InputError(f"mask is a colour image (mode {image.mode}); save masks as single-channel "
-                                 "class values", path)
+                                 "class values", where)
             return np.ascontiguousarray(rgb[..., 0])
         array = np.asarray(image)
     if array.dtype == bool:
         array = array.astype(np.uint8)
     if array.ndim != 2:
-        raise InputError("mask must be a single-channel 8-bit image", path)
+        raise InputError("mask must be a single-channel 8-bit image", where)
     if array.dtype != np.uint8:
         low, high = array.min(initial=0), array.max(initial=0)
         if low < 0 or high > 255 or (array.dtype.kind == "f" and not np.all(np.mod(array, 1) == 0)):
             raise InputError(f"mask must be a single-channel 8-bit image (mode {image.mode} holds values "
-                             f"{low:g}..{high:g})", path)
+                             f"{low:g}..{high:g})", where)
     return array.astype(np.uint8)
 
 
@@ -226,10 +276,11 @@ def mask_to_class_ids(raw: np.ndarray, classes: ClassList, path: str | Path | No
     return lookup[raw]
 
 
-def read_mask(path: str | Path, classes: ClassList, size: Size | None = None,
-              max_pixels: int | None = None) -> np.ndarray:
+def read_mask(source: ImageSource, classes: ClassList, size: Size | None = None, max_pixels: int | None = None, *,
+              max_side: int | None = None, name: str | Path | None = None) -> np.ndarray:
     """Read a mask and map it to uint8 class ids through ``classes``."""
-    return mask_to_class_ids(read_raw_mask(path, size, max_pixels), classes, path)
+    raw = read_raw_mask(source, size, max_pixels, max_side=max_side, name=name)
+    return mask_to_class_ids(raw, classes, _error_name(source, "mask", name))
 
 
 def pair_mismatch(mask_name: str, mask: np.ndarray, image_name: str, image: np.ndarray) -> str | None:

@@ -137,8 +137,7 @@ def create_app(model: LatentDiffusionModel | str | Path, device: str = "cpu", li
         if upload is None or isinstance(upload, str):
             raise HTTPException(400, "mask: missing upload")
         ids = decode_mask(await upload.read(), "mask", limits.max_side, service.model.classes,
-                          "ids" if form.get("mask_encoding") == "ids" else "raw")
-        service.check_size(ids, "mask")
+                          "ids" if form.get("mask_encoding") == "ids" else "raw", service.tile)
         return {"size": int(ids.shape[0]), "ids": base64.b64encode(ids.tobytes()).decode()}
 
     @app.get("/api/model-mask")

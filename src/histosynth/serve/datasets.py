@@ -17,7 +17,7 @@ import numpy as np
 
 from histosynth.data.manifest import MANIFEST_FILE_NAME, TileManifest, load_manifest
 from histosynth.errors import HistosynthError, InputError
-from histosynth.serve.uploads import ALLOWED_FORMATS, colour_mask, png_bytes
+from histosynth.serve.uploads import colour_mask, png_bytes
 
 REPORT = Path("audit") / "report.html"
 THUMB_SIDE = 256
@@ -62,19 +62,6 @@ def _inside(path: Path, folder: Path) -> Path | None:
         return real if real.is_relative_to(folder.resolve()) else None
     except (OSError, RuntimeError, ValueError):  # symlink loops, NUL bytes
         return None
-
-
-def _check_header(path: Path) -> None:
-    """``Unreadable`` unless ``path`` is an accepted raster format at most :data:`MAX_TILE_SIDE` a side."""
-    from PIL import Image
-
-    try:
-        with Image.open(path, formats=sorted(ALLOWED_FORMATS)) as image:
-            width, height = image.size
-    except Exception as error:  # noqa: BLE001 -- any decoder failure on an untrusted file is "unreadable"
-        raise Unreadable(f"{type(error).__name__}") from None
-    if max(width, height) > MAX_TILE_SIDE:
-        raise Unreadable(f"{width}x{height} pixels")
 
 
 class DatasetBrowser:
@@ -159,7 +146,6 @@ class DatasetBrowser:
             raise Refused(f"tile {kind} lies outside the dataset folder")
         if not real.is_file():
             raise NotFound(f"tile {kind} not found")
-        _check_header(real)
         return real
 
     def tile_png(self, name: str, index: int, kind: str) -> bytes:
@@ -178,9 +164,9 @@ class DatasetBrowser:
         try:
             path = self._tile_file(folder, source, kind)
             if kind == "image":
-                array = read_rgb(path)
+                array = read_rgb(path, max_side=MAX_TILE_SIDE)
             else:
-                raw = read_raw_mask(path)
+                raw = read_raw_mask(path, max_side=MAX_TILE_SIDE)
                 try:
                     ids = mask_to_class_ids(raw, manifest.classes, path)
                 except InputError:  # values the class list does not declare: show foreground vs background
@@ -190,12 +176,9 @@ class DatasetBrowser:
             if max(image.size) > THUMB_SIDE:
                 image.thumbnail((THUMB_SIDE, THUMB_SIDE), Image.NEAREST if kind == "mask" else Image.BILINEAR)
             return png_bytes(np.asarray(image))
-        except BrowseError as error:
-            if isinstance(error, Unreadable):
-                log.warning("cannot read %s: %s", source, error)
-                raise Unreadable(f"tile {kind} could not be read") from None
+        except BrowseError:
             raise
-        except Exception as error:  # noqa: BLE001 -- decoders of untrusted files fail in many ways
+        except Exception as error:  # noqa: BLE001 -- the reader's one-line errors, and any decoder surprise
             log.warning("cannot read %s: %s", source, error)
             raise Unreadable(f"tile {kind} could not be read") from None
 

@@ -180,8 +180,7 @@ class GenerationService:
             raise InputError("must be ids (pixel = class id) or raw (values as in training masks)", "mask_encoding")
         if "mask" not in files:
             raise InputError("missing upload: paint or upload a mask", "mask")
-        mask = decode_mask(files["mask"], "mask", limits.max_side, classes, encoding)
-        self.check_size(mask, "mask")
+        mask = decode_mask(files["mask"], "mask", limits.max_side, classes, encoding, self.tile)
         label = resolve_label(classes, values.get("label", ""))
         sampler = values.get("sampler", DEFAULTS.sampler) or DEFAULTS.sampler
         if sampler not in SAMPLERS:
@@ -198,18 +197,15 @@ class GenerationService:
                 continue
             if spec.name not in files:
                 raise InputError(f"missing upload: {spec.title}", spec.name)
-            array = (decode_rgb(files[spec.name], spec.name, limits.max_side) if spec.kind == "image"
-                     else decode_mask(files[spec.name], spec.name, limits.max_side, classes, "raw"))
-            request.uploads[spec.name] = self.check_size(array, spec.name)
+            request.uploads[spec.name] = (
+                decode_rgb(files[spec.name], spec.name, limits.max_side, self.tile) if spec.kind == "image"
+                else decode_mask(files[spec.name], spec.name, limits.max_side, classes, "raw", self.tile))
         return request
 
-    def check_size(self, array: np.ndarray, name: str) -> np.ndarray:
-        """``array`` if it is tile-sized, else a one-line ``InputError`` naming the field."""
-        size = self.tile_size
-        if array.shape[:2] != (size, size):
-            raise InputError(f"image is {array.shape[1]}x{array.shape[0]}; the model works on {size}x{size} tiles",
-                             name)
-        return array
+    @property
+    def tile(self) -> tuple[int, int]:
+        """(width, height) every uploaded image must have: the model's tiles."""
+        return self.tile_size, self.tile_size
 
     def run(self, request: GenerateRequest) -> GeneratedTile:
         """Generate one tile (blocking; call it off the event loop)."""

@@ -1,25 +1,24 @@
-"""Uploaded bytes -> arrays, with limits and one-line errors naming the form field.
+"""Uploaded bytes -> arrays, through the package's one image reader, with one-line errors naming the form field.
 
-Dimensions are checked from the image header before any pixel is decoded, against the service's
-``max_side`` and the package's pixel limit (:func:`~histosynth.data.images.max_image_pixels`), so an
-oversized (or decompression-bomb) upload costs nothing; only common raster formats are tried, and any
-decoder failure is a one-line ``InputError`` (HTTP 400), never a server error.
+Uploads are read by :mod:`histosynth.data.images`, as files are by every command: the same formats,
+the same pixel limit (:func:`~histosynth.data.images.max_image_pixels`) and the same messages. Their
+header is checked before any pixel is decoded, against that limit, the service's ``max_side`` and the
+model's tile size, so an oversized (or decompression-bomb) upload costs nothing; any failure is a
+one-line ``InputError`` (HTTP 400), never a server error.
 """
 
 from __future__ import annotations
 
 import base64
 import io
-import warnings
 from typing import Literal
 
 import numpy as np
 
 from histosynth.data.classes import ClassList
-from histosynth.data.images import MAX_PIXELS_ENV, mask_to_class_ids, max_image_pixels
+from histosynth.data.images import Size, mask_to_class_ids, read_raw_mask, read_rgb
 from histosynth.errors import InputError
 
-ALLOWED_FORMATS = frozenset({"PNG", "JPEG", "TIFF", "BMP", "WEBP"})
 MaskEncoding = Literal["ids", "raw"]
 
 #: Mask class colours (RGB), shared with the page so painted and returned masks look alike.
@@ -29,62 +28,25 @@ PALETTE: tuple[tuple[int, int, int], ...] = (
 )
 
 
-def _open(data: bytes, field: str, max_side: int):
-    from PIL import Image, UnidentifiedImageError
-
+def _require_upload(data: bytes, field: str) -> bytes:
     if not data:
         raise InputError("empty upload; choose an image file", field)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=sorted(ALLOWED_FORMATS))
-    except UnidentifiedImageError:
-        raise InputError("not an image (send a PNG, JPEG or TIFF file)", field) from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise InputError(f"image has too many pixels; at most {max_side} px a side is accepted", field) from None
-    except Exception as error:  # noqa: BLE001 -- decoders of untrusted bytes fail in many ways
-        raise InputError(f"unreadable image ({type(error).__name__})", field) from None
-    if image.format not in ALLOWED_FORMATS:
-        raise InputError(f"{image.format} images are not accepted (send a PNG, JPEG or TIFF file)", field)
-    width, height = image.size
-    if max(width, height) > max_side:
-        raise InputError(f"image is {width}x{height}; at most {max_side} px a side is accepted", field)
-    if width * height > max_image_pixels():
-        raise InputError(f"image is {width}x{height}, above the server's pixel limit ({MAX_PIXELS_ENV})", field)
-    try:
-        image.load()
-    except Exception as error:  # noqa: BLE001
-        raise InputError(f"corrupt image ({type(error).__name__})", field) from None
-    return image
+    return data
 
 
-def _convert(image, mode: str, field: str):
-    try:
-        return image.convert(mode)
-    except Exception as error:  # noqa: BLE001 -- e.g. an exotic mode PIL cannot convert
-        raise InputError(f"unsupported image mode {image.mode}", field) from None
+def decode_rgb(data: bytes, field: str, max_side: int, size: Size | None = None) -> np.ndarray:
+    """An uploaded image as H x W x 3 uint8 RGB; ``size`` (width, height): the size it must have."""
+    return read_rgb(_require_upload(data, field), size, max_side=max_side, name=field)
 
 
-def decode_rgb(data: bytes, field: str, max_side: int) -> np.ndarray:
-    """An uploaded image as H x W x 3 uint8 RGB."""
-    return np.asarray(_convert(_open(data, field, max_side), "RGB", field))
+def decode_mask(data: bytes, field: str, max_side: int, classes: ClassList, encoding: MaskEncoding,
+                size: Size | None = None) -> np.ndarray:
+    """An uploaded mask as H x W uint8 class ids; ``size`` (width, height): the size it must have.
 
-
-def decode_mask(data: bytes, field: str, max_side: int, classes: ClassList, encoding: MaskEncoding) -> np.ndarray:
-    """An uploaded mask as H x W uint8 class ids.
-
-    ``ids``: pixel values are mask class ids (what the page's painter sends); ``raw``: raw values mapped
-    through ``classes.mask_values``, like masks on disk (EBHI's 0/255).
+    ``ids``: pixel values are mask class ids (what the page's painter sends, as grey RGBA); ``raw``: raw
+    values mapped through ``classes.mask_values``, like masks on disk (EBHI's 0/255).
     """
-    image = _open(data, field, max_side)
-    if image.mode not in ("L", "P", "1", "I", "I;16"):
-        image = _convert(image, "L", field)  # RGB(A): grey value; the painter's (id, id, id) stays id
-    array = np.asarray(image)
-    if array.dtype == bool:
-        array = array.astype(np.uint8)
-    if array.ndim != 2 or array.max(initial=0) > 255 or array.min(initial=0) < 0:
-        raise InputError("mask must be a single-channel 8-bit image", field)
-    array = array.astype(np.uint8)
+    array = read_raw_mask(_require_upload(data, field), size, max_side=max_side, name=field)
     if encoding == "raw":
         return mask_to_class_ids(array, classes, field)
     if array.max(initial=0) >= classes.num_mask_classes:
