@@ -48,9 +48,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--plan-sizes", default="1024,2048,4096")
     parser.add_argument("--out", default="bench_out/large")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sampler runs (noise, windows, mask)")
     parser.add_argument("--child", nargs=3, metavar=("SIZE", "METHOD", "STEPS"), help=argparse.SUPPRESS)
     parser.add_argument("--skip", default="", help="comma list of parts to skip: samplers,plans,decoders,masks,memory")
     return parser.parse_args(argv)
+
+
+def _seed_suffix(args: argparse.Namespace) -> str:
+    return f"_s{args.seed}" if args.seed else ""  # seed 0 keeps the names earlier runs wrote
 
 
 def child(args: argparse.Namespace) -> dict:
@@ -64,8 +69,8 @@ def child(args: argparse.Namespace) -> dict:
     size, method, steps = int(args.child[0]), args.child[1], int(args.child[2])
     model = LatentDiffusionModel.load(args.model)
     request = LargeImageRequest(width=size, height=size, label=model.classes.resolve_label(args.label), method=method,
-                                steps=steps, seed=0)
-    out = Path(args.out) / f"{method}_{size}_{steps}.ome.tif"
+                                steps=steps, seed=args.seed)
+    out = Path(args.out) / f"{method}_{size}_{steps}{_seed_suffix(args)}.ome.tif"
     start = time.perf_counter()
     result = generate_large_image(model, request, out, args.device)
     wall = time.perf_counter() - start
@@ -74,7 +79,7 @@ def child(args: argparse.Namespace) -> dict:
     megapixels = size * size / 1e6
     np.savez(out.with_suffix(".edges.npz"), rows=result.edges.rows, cols=result.edges.cols)
     lattice = int(np.lcm(model.autoencoder_config.downsample, model.mask_factor))
-    return {"size": size, "method": method, "steps": steps, "evaluations": result.evaluations,
+    return {"size": size, "method": method, "steps": steps, "seed": args.seed, "evaluations": result.evaluations,
             "evaluations_per_mp": result.evaluations / megapixels, "mask_evaluations": result.mask_evaluations,
             "seconds": result.seconds, "wall_s": round(wall, 1), "s_per_mp": wall / megapixels,
             "latent_s_per_mp": result.seconds["latent"] / megapixels, "peak_rss_mib": round(peak),
@@ -83,11 +88,11 @@ def child(args: argparse.Namespace) -> dict:
 
 
 def run_child(args: argparse.Namespace, size: int, method: str, steps: int) -> dict:
-    done_file = Path(args.out) / f"{method}_{size}_{steps}.json"
+    done_file = Path(args.out) / f"{method}_{size}_{steps}{_seed_suffix(args)}.json"
     if done_file.exists():  # finished in an earlier invocation
         return json.loads(done_file.read_text())
     command = [sys.executable, __file__, "--model", args.model, "--label", args.label, "--out", args.out,
-               "--device", args.device, "--child", str(size), method, str(steps)]
+               "--device", args.device, "--seed", str(args.seed), "--child", str(size), method, str(steps)]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"{size} {method}: {done.stderr.strip().splitlines()[-1:]}")

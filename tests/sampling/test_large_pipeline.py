@@ -138,3 +138,16 @@ def test_pixel_size_comes_from_the_model_folder_or_mpp(model_dir: Path, tmp_path
     assert code == 0 and _physical_size(tmp_path / "b.ome.tif") == "0.25"
     code, _, stderr = run_cli([*args, "--mpp", "-1"], capsys)
     assert code == 2 and "--mpp must be a positive number" in stderr
+
+
+def test_large_defaults_to_the_offset_grid_plan_everywhere(capsys) -> None:
+    """`large --help`, the request model and the sampler settings name the same default method (issue K)."""
+    import re
+
+    from histosynth.sampling.large.samplers import LargeSamplingSettings
+
+    code, out, _ = run_cli(["large", "--help"], capsys)
+    shown = re.search(r"--method\b.*?\[default: ([\w-]+)\]", re.sub(r"[\s│]+", " ", out))
+    assert code == 0 and shown is not None
+    assert shown.group(1) == LargeImageRequest.model_fields["method"].default == LargeSamplingSettings().method \
+        == "offset-grid"

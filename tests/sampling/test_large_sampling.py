@@ -98,7 +98,7 @@ def _conditions(height: int, width: int) -> np.ndarray:
 
 
 def test_random_patch_equals_the_seeds_sequential_algorithm(denoiser) -> None:
-    settings = LargeSamplingSettings(steps=3, guidance=2.0, batch_size=5)
+    settings = LargeSamplingSettings(method="random-patch", steps=3, guidance=2.0, batch_size=5)
     sampler = LargeLatentSampler(denoiser, settings)
     state = sampler.initial_state(19, 23, seed=4)
     conditions = _conditions(19, 23)

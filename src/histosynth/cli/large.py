@@ -18,9 +18,10 @@ def large(
                                         "the training masks). Without it the mask model generates one."),
     generate_mask: bool = typer.Option(False, "--generate-mask", help="Generate the mask with the model's mask_model/ "
                                        "(the default when --mask is not given)."),
-    method: str = typer.Option("random-patch", "--method", help="random-patch (DiffInfinite), greedy-patch (its "
-                               "centres, most lagging pixels first), offset-grid (a grid shifted per level), "
-                               "sliding-window (outpainting baseline) or multidiffusion (window averaging baseline)."),
+    method: str = typer.Option("offset-grid", "--method", help="offset-grid (a window grid shifted at random per "
+                               "level: fewest windows), random-patch (DiffInfinite), greedy-patch (its centres, most "
+                               "lagging pixels first), sliding-window (outpainting baseline) or multidiffusion (window "
+                               "averaging baseline)."),
     steps: int = typer.Option(20, "--steps", min=1, help="DDIM levels (equal for every method)."),
     guidance: float = typer.Option(2.0, "--guidance", min=0.0, help="Classifier-free guidance weight."),
     eta: float = typer.Option(0.0, "--eta", min=0.0, max=1.0, help="DDIM eta (DiffInfinite used 1)."),

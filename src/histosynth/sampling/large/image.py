@@ -49,7 +49,8 @@ class LargeImageRequest(BaseModel):
     width: int = Field(ge=8)
     height: int = Field(ge=8)
     label: int = Field(ge=0)
-    method: Method = "random-patch"
+    #: offset-grid: 2.5-3.5x fewer window evaluations than sliding window with no worse seams (issue K).
+    method: Method = "offset-grid"
     steps: int = Field(20, ge=1)
     guidance: float = Field(2.0, ge=0)
     eta: float = Field(0.0, ge=0, le=1)

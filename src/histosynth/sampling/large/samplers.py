@@ -47,7 +47,7 @@ LEVEL_PLANS = {"random-patch": random_patch_level, "greedy-patch": greedy_patch_
 
 @dataclass
 class LargeSamplingSettings:
-    method: Method = "random-patch"
+    method: Method = "offset-grid"
     steps: int = 20
     guidance: float = 2.0
     eta: float = 0.0
