@@ -7,17 +7,7 @@ from typing import Optional
 
 import typer
 
-from histosynth.sampling.settings import CLASSIFIER_GUIDANCE_DEFAULTS
-
-
-def _condition(loaded, label: Optional[str], masks: Optional[str], foreground: float, seed: int):
-    """The class id (null class when no label is given) and a mask picker (no mask unless asked for)."""
-    from histosynth.sampling.generate import choose_mask_source
-    from histosynth.sampling.guidance import mask_picker
-
-    label_id = loaded.classes.resolve_label(label) if label is not None else loaded.denoiser.config.null_label
-    source = None if masks is None else choose_mask_source(loaded, masks, foreground)[0]
-    return label_id, mask_picker(loaded, source, seed, label_id)
+from histosynth.sampling.settings import CLASSIFIER_GUIDANCE_DEFAULTS, SamplingSettings
 
 
 def _check_out(out: Path, device: str, seed: int, count: int) -> None:
@@ -30,19 +20,6 @@ def _check_out(out: Path, device: str, seed: int, count: int) -> None:
     check_seed(seed, count)
     check_device(device)
     check_folder(out, GUIDED_COLUMNS, GUIDED_KIND)
-
-
-def _settings(steps: int, guidance: float, sampler: str, batch_size: int, like_weight: float = 2.0,
-              prototype_guidance: float = 0.0, precision: str = "float32"):
-    from histosynth.errors import InputError
-    from histosynth.sampling.sampler import SamplingSettings
-    from histosynth.sampling.settings import check_sampler
-
-    check_sampler(sampler)
-    if prototype_guidance and sampler != "ddim":
-        raise InputError("prototype guidance runs in the DDIM sampler; use --sampler ddim")
-    return SamplingSettings(steps=steps, guidance=guidance, sampler=sampler, batch_size=batch_size,
-                            like_weight=like_weight, prototype_guidance=prototype_guidance, precision=precision)
 
 
 def guided_sample(
@@ -61,6 +38,7 @@ def guided_sample(
         check_guided_output,
         embed_reference,
         generate_guided,
+        guided_condition,
         like_tiles,
         load_guidance_classifier,
         prototype_tiles,
@@ -71,12 +49,13 @@ def guided_sample(
         raise InputError("--like and --prototype are separate modes; give one")
     if "label" in given and len(labels) != 1:
         raise InputError("--like / --prototype take at most one --label")
-    settings = _settings(steps, guidance, sampler, batch_size, like_weight,
-                         prototype_guidance if prototype is not None else 0.0, precision)
+    settings = SamplingSettings(steps=steps, guidance=guidance, sampler=sampler, batch_size=batch_size,
+                                like_weight=like_weight, precision=precision,
+                                prototype_guidance=prototype_guidance if prototype is not None else 0.0)
     _check_out(out, device, seed, n)
     loaded = LatentDiffusionModel.load(model or default_model_dir())
-    label_id, pick = _condition(loaded, labels[0] if "label" in given else None, masks if "masks" in given else None,
-                                foreground, seed)
+    label_id, pick = guided_condition(loaded, labels[0] if "label" in given else None,
+                                      masks if "masks" in given else None, foreground, seed)
     classifier = None
     if like is not None:
         embedding, reference = embed_reference(loaded, like, device)
@@ -126,19 +105,22 @@ def synthesize_balanced(
     from histosynth.sampling.guidance import (
         check_guided_output,
         generate_guided,
+        guided_condition,
         load_guidance_classifier,
         prototype_tiles,
     )
     from histosynth.weights import default_model_dir
 
-    settings = _settings(steps, guidance, CLASSIFIER_GUIDANCE_DEFAULTS["sampler"], batch_size,
-                         prototype_guidance=prototype_guidance, precision=CLASSIFIER_GUIDANCE_DEFAULTS["precision"])
+    settings = SamplingSettings(steps=steps, guidance=guidance, batch_size=batch_size,
+                                prototype_guidance=prototype_guidance,
+                                sampler=CLASSIFIER_GUIDANCE_DEFAULTS["sampler"],
+                                precision=CLASSIFIER_GUIDANCE_DEFAULTS["precision"])
     _check_out(out, device, seed, per_prototype)
     loaded = LatentDiffusionModel.load(model or default_model_dir())
     classifier, names, identity = load_guidance_classifier(prototype_classifier, loaded)
     chosen = [resolve_prototype(p, names, prototype_classifier) for p in prototype] if prototype else \
         list(range(len(names)))
-    label_id, pick = _condition(loaded, label, masks, foreground, seed)
+    label_id, pick = guided_condition(loaded, label, masks, foreground, seed)
     tiles = prototype_tiles(list(dict.fromkeys(chosen)), names, per_prototype, label_id, pick, seed,
                             prototype_guidance, identity)
     check_guided_output(loaded, out, tiles, settings, device)  # a rerun with other settings: one line, first

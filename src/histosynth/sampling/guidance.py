@@ -26,7 +26,7 @@ from histosynth.models.pipeline import DENOISER_DIR, LatentDiffusionModel
 from histosynth.models.prototype_classifier import KIND as CLASSIFIER_KIND
 from histosynth.models.prototype_classifier import WEIGHTS_NAME as CLASSIFIER_WEIGHTS
 from histosynth.models.prototype_classifier import PrototypeClassifier, load_prototype_classifier
-from histosynth.sampling.generate import MaskSource
+from histosynth.sampling.generate import MaskSource, choose_mask_source
 from histosynth.sampling.sampler import SamplingSettings, TileSampler, resolve_precision
 from histosynth.sampling.writer import MANIFEST_COLUMNS, GenerationResult, SyntheticRow, check_plan, write_dataset
 
@@ -174,6 +174,15 @@ def mask_picker(model: LatentDiffusionModel, masks: MaskSource | None, seed: int
         return lambda i: (procedural_mask(size, masks.foreground, seed + i), masks.describe())
     files = load_folder_masks(masks.folder, model)
     return lambda i: (files[i % len(files)][1], f"{masks.folder.name}/{files[i % len(files)][0]}")
+
+
+def guided_condition(model: LatentDiffusionModel, label: str | None, masks: str | None, foreground: float,
+                     seed: int) -> tuple[int, MaskPicker]:
+    """The class id of a ``--like`` / ``--prototype`` run (the null class when no label is given) and its
+    mask picker (no mask unless ``masks`` names a source: model, procedural or a folder)."""
+    label_id = model.classes.resolve_label(label) if label is not None else model.denoiser.config.null_label
+    source = None if masks is None else choose_mask_source(model, masks, foreground)[0]
+    return label_id, mask_picker(model, source, seed, label_id)
 
 
 def like_tiles(n: int, embedding: np.ndarray, reference: str, label: int, pick: MaskPicker, seed: int,

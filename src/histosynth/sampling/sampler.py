@@ -198,8 +198,6 @@ class TileSampler:
 
         if self.classifier is None:
             raise ValueError("prototype guidance needs a TileSampler built with a classifier")
-        if self.settings.sampler != "ddim":
-            raise InputError(f"prototype guidance runs in the DDIM sampler; got --sampler {self.settings.sampler}")
         targets = prototypes.to(self.device)
         guidance = ClassifierGuidance(self.classifier, weight, self.model.denoiser.config.prediction_type,
                                       scheduler.alphas_cumprod)

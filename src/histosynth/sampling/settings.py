@@ -74,10 +74,12 @@ class SamplingSettings(BaseModel):
         return check_sampler(name)
 
     @model_validator(mode="after")
-    def _interval(self) -> SamplingSettings:
+    def _consistent(self) -> SamplingSettings:
         low, high = self.guidance_interval
         if not 0.0 <= low <= high <= 1.0:
             raise InputError(f"guidance interval must satisfy 0 <= low <= high <= 1, got {low},{high}")
+        if self.prototype_guidance and self.sampler != CLASSIFIER_GUIDANCE_DEFAULTS["sampler"]:
+            raise InputError(f"prototype guidance runs in the DDIM sampler; got --sampler {self.sampler} (use ddim)")
         return self
 
     @property
