@@ -41,8 +41,10 @@ from histosynth.evaluation.downstream import DownstreamConfig, run_downstream, s
 from histosynth.evaluation.downstream_summary import cell_name  # noqa: E402
 from histosynth.io import write_json  # noqa: E402
 from histosynth.models.pipeline import LatentDiffusionModel  # noqa: E402
-from histosynth.sampling.settings import SAMPLERS  # noqa: E402
+from histosynth.sampling.settings import SAMPLERS, SamplingSettings  # noqa: E402
 from histosynth.training.tensors import load_tile_tensors  # noqa: E402
+
+DEFAULTS = SamplingSettings()
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -59,9 +61,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--train-steps", type=int, default=400)
     parser.add_argument("--size", type=int, default=96, help="px the small models train at")
     parser.add_argument("--checkpoint", choices=["last", "val"], default="last")
-    parser.add_argument("--steps", type=int, default=20, help="sampling steps")
-    parser.add_argument("--guidance", type=float, default=1.5)
-    parser.add_argument("--sampler", choices=SAMPLERS, default="dpm")
+    parser.add_argument("--steps", type=int, default=DEFAULTS.steps, help="sampling steps")
+    parser.add_argument("--guidance", type=float, default=DEFAULTS.guidance)
+    parser.add_argument("--sampler", choices=SAMPLERS, default=DEFAULTS.sampler)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0, help="base sampling seed")
     parser.add_argument("--out", default="bench_out/downstream")
