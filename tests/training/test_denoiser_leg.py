@@ -72,3 +72,40 @@ def test_a_rerun_reads_its_latents_from_the_run_cache(tiny_model_dir: Path, tmp_
     _train(out, tiny_model_dir, steps=2)
     assert cache.stat().st_size > 100
     check_training_out(out, "denoiser")  # the cache is the run's own file, not a foreign one
+
+
+def test_encoding_killed_midway_resumes_from_its_parts_with_the_same_latents(tmp_path: Path, monkeypatch) -> None:
+    """A kill during the (hour-long on a CPU) encoding loses at most one part, and the merged latents equal
+    an uninterrupted encoding's."""
+    import histosynth.training.latents as latents
+    from histosynth.models.autoencoder import build_autoencoder
+    from tiny_models import make_tiles, tiny_autoencoder_config
+
+    torch.manual_seed(0)
+    autoencoder = build_autoencoder(tiny_autoencoder_config()).eval()
+    images = make_tiles(7).images
+    whole = latents.encode_dihedral(autoencoder, images, batch_size=2)
+
+    cache, encoded = tmp_path / "latents.safetensors", []
+
+    def killed_after_two_parts(n: int) -> None:
+        encoded.append(n)
+        if len(encoded) == 4:  # one batch per part: the kill lands in the fourth part, after three were kept
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        latents.encode_dihedral_cached(cache, autoencoder, images, "digest", killed_after_two_parts, batch_size=2,
+                                       part_batches=1)
+    assert not cache.exists() and len(list(tmp_path.glob(".latents.part*"))) == 3
+
+    calls, original = [], latents.encode_dihedral
+
+    def counting(model, chunk, **kwargs):
+        calls.append(len(chunk))
+        return original(model, chunk, **kwargs)
+
+    monkeypatch.setattr(latents, "encode_dihedral", counting)
+    mean, logvar = latents.encode_dihedral_cached(cache, autoencoder, images, "digest", batch_size=2, part_batches=1)
+    assert calls == [1]  # only the last part (tile 7) was still missing
+    assert torch.equal(mean, whole[0]) and torch.equal(logvar, whole[1])
+    assert cache.is_file() and not list(tmp_path.glob(".latents.part*"))

@@ -65,29 +65,64 @@ def measure_latent_statistics(autoencoder, images: torch.Tensor, batch_size: int
     return [float(v) for v in shift], float(1.0 / std)
 
 
-def encode_dihedral_cached(
-    cache: str | Path, autoencoder, images: torch.Tensor, autoencoder_digest: str,
-    on_batch: Callable[[int], None] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`encode_dihedral`, kept in the safetensors file ``cache`` so a resumed run does not encode again
-    (over an hour on one CPU thread for EBHI's 10,304 tile x symmetry latents). The file names the autoencoder weights and a
-    digest of the tiles; a cache made from anything else is encoded afresh and replaced."""
+def _read_cached(path: Path, key: dict[str, str]) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The (mean, logvar) a cache file holds if it was written for ``key``; None when absent, foreign or broken."""
     from safetensors import safe_open
+
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), "pt") as handle:
+            if handle.metadata() == key:
+                return handle.get_tensor("mean"), handle.get_tensor("logvar")
+    except Exception:  # noqa: BLE001 - a truncated or foreign file is simply encoded again
+        pass
+    return None
+
+
+def _write_cached(path: Path, key: dict[str, str], mean: torch.Tensor, logvar: torch.Tensor) -> None:
     from safetensors.torch import save_file
 
     from histosynth.io import atomic_path
 
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        save_file({"mean": mean.contiguous(), "logvar": logvar.contiguous()}, str(tmp), metadata=key)
+
+
+def encode_dihedral_cached(
+    cache: str | Path, autoencoder, images: torch.Tensor, autoencoder_digest: str,
+    on_batch: Callable[[int], None] | None = None, batch_size: int = 32, part_batches: int = 8,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`encode_dihedral`, kept in the safetensors file ``cache`` so a resumed run does not encode again
+    (over an hour on one CPU thread for EBHI's 10,304 tile x symmetry latents). The file names the autoencoder
+    weights and a digest of the tiles; a cache made from anything else is encoded afresh and replaced.
+
+    While encoding, every ``part_batches`` batches are kept as a part file beside ``cache``, so a run killed
+    mid-way encodes only the parts it lacks (batch boundaries are the same, so the latents are too); the parts
+    are merged into ``cache`` and removed at the end.
+    """
     cache = Path(cache)
     key = {"autoencoder": autoencoder_digest, "tiles": hashlib.sha256(images.numpy().tobytes()).hexdigest()}
-    if cache.is_file():
-        try:
-            with safe_open(str(cache), "pt") as handle:
-                if handle.metadata() == key:
-                    return handle.get_tensor("mean"), handle.get_tensor("logvar")
-        except Exception:  # noqa: BLE001 - a truncated or foreign file is simply encoded again
-            pass
-    mean, logvar = encode_dihedral(autoencoder, images, on_batch=on_batch)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(cache) as tmp:
-        save_file({"mean": mean.contiguous(), "logvar": logvar.contiguous()}, str(tmp), metadata=key)
+    cached = _read_cached(cache, key)
+    if cached is not None:
+        return cached
+    step = batch_size * part_batches
+    parts: list[Path] = []
+    means, logvars = [], []
+    for start in range(0, len(images), step):
+        part = cache.with_name(f".{cache.stem}.part{start:07d}{cache.suffix}")
+        parts.append(part)
+        done = _read_cached(part, key)
+        if done is None:
+            done = encode_dihedral(autoencoder, images[start:start + step], batch_size=batch_size, on_batch=on_batch)
+            _write_cached(part, key, *done)
+        elif on_batch is not None:
+            on_batch(len(done[0]))
+        means.append(done[0])
+        logvars.append(done[1])
+    mean, logvar = torch.cat(means), torch.cat(logvars)
+    _write_cached(cache, key, mean, logvar)
+    for part in parts:
+        part.unlink(missing_ok=True)
     return mean, logvar
