@@ -359,7 +359,7 @@ def finalize(args: argparse.Namespace) -> None:
     import torch
 
     from histosynth.data.manifest import load_manifest
-    from histosynth.io import atomic_dir, atomic_path, file_digest, write_json
+    from histosynth.io import atomic_dir, file_digest, write_json
 
     out = Path(args.out)
     part = "autoencoder" if args.kind == "decoder" else "denoiser"
@@ -405,14 +405,9 @@ def finalize(args: argparse.Namespace) -> None:
         payload.update(facts)
         write_json(folder / "histosynth.json", payload)
         if base_ae != base:  # a complete model folder, as the recipe leaves it
-            for name in ("denoiser", "mask_model", "classes.json"):
-                source, target = base / name, out / name
-                if source.is_dir() and not target.exists():
-                    with atomic_dir(target) as tmp:
-                        shutil.copytree(source, tmp, dirs_exist_ok=True)
-                elif source.is_file() and not target.exists():
-                    with atomic_path(target) as tmp:
-                        shutil.copy2(source, tmp)
+            from histosynth.training.recipes import copy_missing_parts
+
+            copy_missing_parts(base, out)
     else:
         from histosynth.models.denoiser import ConditionalDenoiser, DenoiserConfig, save_denoiser
 

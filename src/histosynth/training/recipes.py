@@ -116,8 +116,6 @@ def finetune_decoder(
     model folder, its other parts (denoiser, mask model, classes) are copied into ``model_dir`` where
     missing, so the result is a complete model folder that samples with the new decoder.
     """
-    import shutil
-
     from histosynth.io import file_digest
     from histosynth.models.autoencoder import WEIGHTS_NAME
     from histosynth.training.decoder_gan import DecoderGanObjective, DecoderTuner
@@ -144,15 +142,23 @@ def finetune_decoder(
                                  "objective": loss_config.model_dump(mode="json")}
     _append_provenance(folder, facts)
     if base_ae != base_dir:
-        for part in (DENOISER_DIR, MASK_MODEL_DIR, "classes.json"):
-            source, target = base_dir / part, model_dir / part
-            if source.is_dir() and not target.exists():
-                with atomic_dir(target) as tmp:
-                    shutil.copytree(source, tmp, dirs_exist_ok=True)
-            elif source.is_file() and not target.exists():
-                with atomic_path(target) as tmp:
-                    shutil.copy2(source, tmp)
+        copy_missing_parts(base_dir, model_dir)
     return RecipeResult(folder, result.steps_done, result.resumed_from, result.seconds, result.items_per_second)
+
+
+def copy_missing_parts(base_dir: Path, model_dir: Path) -> None:
+    """Complete ``model_dir`` with the denoiser, mask model and class list of ``base_dir`` it lacks (each
+    copied atomically), so a folder whose decoder was replaced is a whole model folder."""
+    import shutil
+
+    for part in (DENOISER_DIR, MASK_MODEL_DIR, "classes.json"):
+        source, target = Path(base_dir) / part, Path(model_dir) / part
+        if source.is_dir() and not target.exists():
+            with atomic_dir(target) as tmp:
+                shutil.copytree(source, tmp, dirs_exist_ok=True)
+        elif source.is_file() and not target.exists():
+            with atomic_path(target) as tmp:
+                shutil.copy2(source, tmp)
 
 
 def _append_provenance(folder: Path, facts: dict) -> None:
