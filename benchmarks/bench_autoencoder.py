@@ -19,7 +19,7 @@ from _common import machine, peak_rss_mib  # noqa: E402
 
 from histosynth.data.manifest import load_manifest  # noqa: E402
 from histosynth.models.pixel import psnr, ssim  # noqa: E402
-from histosynth.models.autoencoder import load_autoencoder  # noqa: E402
+from histosynth.models.autoencoder import Autoencoder  # noqa: E402
 from histosynth.training.tensors import load_tile_tensors, to_unit_range  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "ebhi-seg" / "manifest.csv"
@@ -33,7 +33,8 @@ def main() -> None:
     args = parser.parse_args()
     if not Path(args.data).exists():
         sys.exit(f"skipped: {args.data} not found (shared EBHI-Seg data)")
-    model, config = load_autoencoder(args.model)
+    model = Autoencoder.load(args.model)
+    config = model.autoencoder_config
     tiles = load_tile_tensors(load_manifest(args.data).select_split(args.split), config.tile_size)
     psnrs, ssims = [], []
     start = time.perf_counter()

@@ -37,8 +37,8 @@ from histosynth.evaluation.segmentation import (  # noqa: E402
     dice_per_image,
     predict_masks,
 )
-from histosynth.models.autoencoder import load_autoencoder  # noqa: E402
-from histosynth.models.denoiser import ConditionalDenoiser, DenoiserConfig, save_denoiser  # noqa: E402
+from histosynth.models.autoencoder import Autoencoder  # noqa: E402
+from histosynth.models.denoiser import ConditionalDenoiser, DenoiserConfig  # noqa: E402
 from histosynth.models.pipeline import LatentDiffusionModel  # noqa: E402
 from histosynth.sampling.sampler import SamplingSettings, TileSampler  # noqa: E402
 from histosynth.training.latents import encode_dihedral  # noqa: E402
@@ -83,7 +83,8 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     manifest = load_manifest(args.data)
-    autoencoder, ae_config = load_autoencoder(args.autoencoder)
+    autoencoder = Autoencoder.load(args.autoencoder)
+    ae_config = autoencoder.autoencoder_config
     train_tiles = load_tile_tensors(manifest.select_split("train"), ae_config.tile_size)
     val_tiles = load_tile_tensors(manifest.select_split("val"), ae_config.tile_size)
     results = {"command": " ".join(sys.argv), "machine": machine(), "steps": args.steps, "variants": {}}
@@ -112,7 +113,7 @@ def main() -> None:
         started = time.perf_counter()
         result = train(model, train_objective, train_config, out / mechanism / "run")
         folder = out / mechanism / "model"
-        save_denoiser(result.ema.eval(), folder / "denoiser", labels=manifest.classes.labels)
+        result.ema.eval().save(folder / "denoiser", labels=manifest.classes.labels)
         if not (folder / "autoencoder").exists():
             (folder / "autoencoder").symlink_to(Path(args.autoencoder).resolve())
         manifest.classes.save(folder / "classes.json")

@@ -217,7 +217,7 @@ def main() -> None:
         sys.exit(f"EBHI-Seg manifest not found: {args.data}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    from histosynth.models.prototype_classifier import load_prototype_classifier
+    from histosynth.models.prototype_classifier import PrototypeClassifier
     from histosynth.embeddings.prototypes import nearest_prototype
     from histosynth.weights import default_model_dir
 
@@ -236,7 +236,7 @@ def main() -> None:
         sizes = np.bincount(kmeans.labels_, minlength=args.prototypes).tolist()
         print(f"k-means: {args.prototypes} prototypes, sizes {sizes}", flush=True)
         folder, training = classifier(args, table, model, train, out)
-        clf, _ = load_prototype_classifier(folder)
+        clf = PrototypeClassifier.load(folder)
         val_ids = nearest_prototype(encoder.encode(_hwc(val.images)), kmeans.cluster_centers_)
         accuracy_t = classifier_accuracy(clf, model, val.images, val_ids)
         print(f"classifier: {training}; val accuracy by t {accuracy_t}", flush=True)

@@ -127,14 +127,14 @@ def control_encoder_folder(name: str, args, model_config, seed: int) -> Path | N
         return None
     import torch
 
-    from histosynth.models.histology_encoder import ContrastiveModel, save_histology_encoder
+    from histosynth.models.histology_encoder import ContrastiveModel
 
     folder = args.out / "encoders" / name / "encoder"
     if not (folder / "histosynth.json").exists():
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # the same initialisation the trained variants start from
             backbone = ContrastiveModel(model_config).backbone.eval()
-        save_histology_encoder(backbone, folder, training={"steps": 0})
+        backbone.save(folder, training={"steps": 0})
     return folder
 
 

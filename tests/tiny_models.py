@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from histosynth.data.classes import ClassList
-from histosynth.models.autoencoder import AutoencoderConfig, build_autoencoder, save_autoencoder
-from histosynth.models.denoiser import ConditionalDenoiser, DenoiserConfig, save_denoiser
+from histosynth.models.autoencoder import Autoencoder, AutoencoderConfig
+from histosynth.models.denoiser import ConditionalDenoiser, DenoiserConfig
 from histosynth.training.config import TrainConfig
 from histosynth.training.tensors import TileTensors
 
@@ -56,8 +56,7 @@ def save_tiny_mask_model(folder: Path, seed: int = 1) -> Path:
     """Add a random tiny ``mask_model/`` (8 x 8 cells of 4 px: one window covers a 32 px tile) to a model folder."""
     torch.manual_seed(seed)
     config = tiny_denoiser_config().model_copy(update={"mask_conditioning": "none", "latent_channels": 2})
-    save_denoiser(ConditionalDenoiser(config).eval(), folder / "mask_model", labels=CLASSES.labels, role="mask",
-                  factor=4)
+    ConditionalDenoiser(config).eval().save(folder / "mask_model", labels=CLASSES.labels, role="mask", factor=4)
     return folder
 
 
@@ -71,7 +70,7 @@ def tiny_model_dir(tmp_path: Path) -> Path:
     """A model folder with randomly initialised tiny autoencoder and denoiser."""
     torch.manual_seed(0)
     folder = tmp_path / "model"
-    save_autoencoder(build_autoencoder(tiny_autoencoder_config()), tiny_autoencoder_config(), folder / "autoencoder")
-    save_denoiser(ConditionalDenoiser(tiny_denoiser_config()).eval(), folder / "denoiser", labels=CLASSES.labels)
+    Autoencoder(tiny_autoencoder_config()).save(folder / "autoencoder")
+    ConditionalDenoiser(tiny_denoiser_config()).eval().save(folder / "denoiser", labels=CLASSES.labels)
     CLASSES.save(folder / "classes.json")
     return folder

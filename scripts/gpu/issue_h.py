@@ -359,7 +359,7 @@ def finalize(args: argparse.Namespace) -> None:
     import torch
 
     from histosynth.data.manifest import load_manifest
-    from histosynth.io import atomic_dir, file_digest, write_json
+    from histosynth.io import atomic_dir, file_digest
 
     out = Path(args.out)
     part = "autoencoder" if args.kind == "decoder" else "denoiser"
@@ -380,14 +380,14 @@ def finalize(args: argparse.Namespace) -> None:
                      "threads": torch.get_num_threads(),
                      "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"},
         "stopped_early": {"planned_steps": settings["train"]["steps"], "checkpoint": checkpoint.name,
-                          "reason": "time budget of the GPU leg (scripts/gpu/issue_h_legs.sh)"},
+                          "reason": args.reason},
     }
     if args.kind == "decoder":
-        from histosynth.models.autoencoder import WEIGHTS_NAME, load_autoencoder, save_autoencoder
+        from histosynth.models.autoencoder import WEIGHTS_NAME, Autoencoder
 
         base = Path(args.base)
         base_ae = base / "autoencoder" if (base / "autoencoder").is_dir() else base
-        model, config = load_autoencoder(base_ae)
+        model = Autoencoder.load(base_ae)
         if settings["data"].get("base") != file_digest(base_ae / WEIGHTS_NAME):
             raise SystemExit(f"{run_dir}: the run was started from another base than {base_ae}")
         decoder = _ema_module_state(checkpoint / "ema.safetensors", "module.autoencoder.")
@@ -396,27 +396,23 @@ def finalize(args: argparse.Namespace) -> None:
         if missing:
             raise SystemExit(f"{checkpoint}: EMA weights lack {missing[:3]}")
         model.load_state_dict({**model.state_dict(), **decoder})
-        folder = out / "autoencoder"
-        with atomic_dir(folder) as tmp:
-            save_autoencoder(model.cpu(), config, tmp)
         facts["decoder_finetune"] = {"base": str(base_ae), "base_weights_sha256": settings["data"]["base"],
                                      "objective": settings["objective"]}
-        payload = json.loads((folder / "histosynth.json").read_text())
-        payload.update(facts)
-        write_json(folder / "histosynth.json", payload)
+        with atomic_dir(out / "autoencoder") as tmp:
+            model.cpu().save(tmp, **facts)
         if base_ae != base:  # a complete model folder, as the recipe leaves it
             from histosynth.training.recipes import copy_missing_parts
 
             copy_missing_parts(base, out)
     else:
-        from histosynth.models.denoiser import ConditionalDenoiser, DenoiserConfig, save_denoiser
+        from histosynth.models.denoiser import ConditionalDenoiser, DenoiserConfig
 
         model = ConditionalDenoiser(DenoiserConfig.model_validate(settings["model"]))
         model.load_state_dict(_ema_module_state(checkpoint / "ema.safetensors", "module."), strict=True)
         if "init" in settings["data"]:
             facts["continued_from"] = {"folder": args.init or "?", "weights_sha256": settings["data"]["init"]}
         with atomic_dir(out / "denoiser") as tmp:
-            save_denoiser(model.eval(), tmp, labels=manifest.classes.labels, **facts)
+            model.eval().save(tmp, labels=manifest.classes.labels, **facts)
         manifest.classes.save(out / "classes.json")
     print(f"{out / part}: finalised from {checkpoint.name} (step {step} of {settings['train']['steps']})")
 
@@ -444,8 +440,8 @@ def bundle(args: argparse.Namespace) -> None:
         tar.add(root, arcname=root.name)
     payload = data.getvalue()
     parts = [payload[i:i + PART_BYTES] for i in range(0, len(payload), PART_BYTES)]
-    if len(parts) > MAX_PARTS:
-        raise SystemExit(f"bundle is {len(payload) / 2**20:.1f} MiB: more than {MAX_PARTS} parts of "
+    if len(parts) > args.max_parts:
+        raise SystemExit(f"bundle is {len(payload) / 2**20:.1f} MiB: more than {args.max_parts} parts of "
                          f"{PART_BYTES / 2**20:g} MiB")
     for k, part in enumerate(parts):
         (out / f"{args.name}.tar.part{k:02d}").write_bytes(part)
@@ -455,12 +451,11 @@ def bundle(args: argparse.Namespace) -> None:
     print(f"{out}: {len(parts)} part(s), {len(payload) / 2**20:.1f} MiB; files there: {len(list(out.iterdir()))}")
 
 
-def receive(args: argparse.Namespace) -> None:
-    """Here, after the run: check SHA256SUMS, join and unpack the parts into ``dest``, and assemble complete
-    model folders beside them (the shipped default with the new decoder; and with the new denoiser too)."""
+def unpack_bundle(source: Path, dest: Path) -> Path:
+    """Check the SHA256SUMS of the files that came back in ``source``, join the tar parts and unpack them into
+    ``dest`` (new or empty); returns the bundle's folder there."""
     import tarfile
 
-    source, dest = Path(args.files), Path(args.dest)
     listed = []
     for line in (source / "SHA256SUMS").read_text().splitlines():
         digest, name = line.split(None, 1)
@@ -476,7 +471,14 @@ def receive(args: argparse.Namespace) -> None:
     payload = b"".join(p.read_bytes() for p in parts)
     with tarfile.open(fileobj=io.BytesIO(payload), mode="r") as tar:
         tar.extractall(dest, filter="data")
-    bundle_dir = next(p for p in dest.iterdir() if p.is_dir())
+    return next(p for p in dest.iterdir() if p.is_dir())
+
+
+def receive(args: argparse.Namespace) -> None:
+    """Here, after the run: check SHA256SUMS, join and unpack the parts into ``dest``, and assemble complete
+    model folders beside them (the shipped default with the new decoder; and with the new denoiser too)."""
+    dest = Path(args.dest)
+    bundle_dir = unpack_bundle(Path(args.files), dest)
     base = Path(args.base)
     made = []
     decoder = bundle_dir / "ship" / "decoder"
@@ -546,11 +548,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--init", default="", help="denoiser: the run's --init, if any")
     p.add_argument("--wall-seconds", type=float, default=None)
     p.add_argument("--force", action="store_true")
+    p.add_argument("--reason", default="time budget of the GPU leg (scripts/gpu/issue_h_legs.sh)")
     p.set_defaults(func=finalize)
     p = sub.add_parser("bundle", help=bundle.__doc__)
     p.add_argument("--root", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--name", default="issue_h")
+    p.add_argument("--max-parts", type=int, default=MAX_PARTS,
+                   help="parts allowed (8 files come back: leave room for SHA256SUMS and any log)")
     p.set_defaults(func=bundle)
     p = sub.add_parser("receive", help=receive.__doc__)
     p.add_argument("files")

@@ -19,8 +19,8 @@ from PIL import Image
 
 import histosynth.cli.app as app_module
 from histosynth.errors import InputError
-from histosynth.models.autoencoder import build_autoencoder, save_autoencoder
-from histosynth.models.denoiser import ConditionalDenoiser, save_denoiser
+from histosynth.models.autoencoder import Autoencoder
+from histosynth.models.denoiser import ConditionalDenoiser
 from testkit import run_cli, write_tile_dataset
 from tiny_models import CLASSES, TILE, save_tiny_mask_model, tiny_autoencoder_config, tiny_denoiser_config
 
@@ -47,8 +47,8 @@ def refused(args: list[str], capsys, root: Path, *named: object) -> str:
 
 def save_model(folder: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
-    save_autoencoder(build_autoencoder(tiny_autoencoder_config()), tiny_autoencoder_config(), folder / "autoencoder")
-    save_denoiser(ConditionalDenoiser(tiny_denoiser_config()).eval(), folder / "denoiser", labels=CLASSES.labels)
+    Autoencoder(tiny_autoencoder_config()).save(folder / "autoencoder")
+    ConditionalDenoiser(tiny_denoiser_config()).eval().save(folder / "denoiser", labels=CLASSES.labels)
     CLASSES.save(folder / "classes.json")
     return folder
 

@@ -18,8 +18,8 @@ from tiny_models import CLASSES, save_tiny_mask_model, tiny_autoencoder_config, 
 from histosynth.distributed.ray_generate import generate_dataset_ray
 from histosynth.distributed.shards import SHARD_DIR
 from histosynth.io import save_png
-from histosynth.models.autoencoder import build_autoencoder, save_autoencoder
-from histosynth.models.denoiser import ConditionalDenoiser, save_denoiser
+from histosynth.models.autoencoder import Autoencoder
+from histosynth.models.denoiser import ConditionalDenoiser
 from histosynth.models.pipeline import LatentDiffusionModel
 from histosynth.sampling.generate import MaskSource, generate_dataset
 from histosynth.sampling.sampler import SamplingSettings
@@ -54,8 +54,8 @@ def cluster():
 def model_dir(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("ray") / "model"
-    save_autoencoder(build_autoencoder(tiny_autoencoder_config()), tiny_autoencoder_config(), folder / "autoencoder")
-    save_denoiser(ConditionalDenoiser(tiny_denoiser_config()).eval(), folder / "denoiser", labels=CLASSES.labels)
+    Autoencoder(tiny_autoencoder_config()).save(folder / "autoencoder")
+    ConditionalDenoiser(tiny_denoiser_config()).eval().save(folder / "denoiser", labels=CLASSES.labels)
     CLASSES.save(folder / "classes.json")
     return folder
 

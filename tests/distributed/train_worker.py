@@ -52,14 +52,14 @@ def regression_run(run_dir: Path) -> TrainResult:
 def denoiser_objective():
     from diffusers import DDPMScheduler
 
-    from histosynth.models.autoencoder import build_autoencoder
+    from histosynth.models.autoencoder import Autoencoder
     from histosynth.training.latents import encode_dihedral, measure_latent_statistics
     from histosynth.training.objectives import DenoiserLossConfig, DenoiserObjective
     from histosynth.models.conditioning import mask_fractions
 
     tiles, config = make_tiles(n=8), tiny_denoiser_config()
     torch.manual_seed(0)
-    autoencoder = build_autoencoder(tiny_autoencoder_config()).eval()
+    autoencoder = Autoencoder(tiny_autoencoder_config()).eval()
     mean, logvar = encode_dihedral(autoencoder, tiles.images)
     shift, scale = measure_latent_statistics(autoencoder, tiles.images)
     scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2",
@@ -80,13 +80,13 @@ def denoiser_run(run_dir: Path, on_step: Callable[[int, dict], None] | None = No
 
 def autoencoder_run(run_dir: Path) -> TrainResult:
     """An objective that calls ``model.encode``/``model.decode``, not ``model(...)``."""
-    from histosynth.models.autoencoder import build_autoencoder
+    from histosynth.models.autoencoder import Autoencoder
     from histosynth.training.objectives import AutoencoderLossConfig, AutoencoderObjective
 
     torch.manual_seed(0)
     objective = AutoencoderObjective(make_tiles(n=8).images, AutoencoderLossConfig(crop=16))
     config = tiny_train_config(steps=4, batch_size=4, checkpoint_every=100)
-    return train(build_autoencoder(tiny_autoencoder_config()), objective, config, run_dir)
+    return train(Autoencoder(tiny_autoencoder_config()), objective, config, run_dir)
 
 
 class Interrupted(Exception):

@@ -10,12 +10,7 @@ import torch
 
 from histosynth.encoders.histology import HistologyEncoder
 from histosynth.errors import ModelFolderError
-from histosynth.models.histology_encoder import (
-    ContrastiveModel,
-    HistologyEncoderConfig,
-    load_histology_encoder,
-    save_histology_encoder,
-)
+from histosynth.models.histology_encoder import ContrastiveModel, HistologyCNN, HistologyEncoderConfig
 from histosynth.training.config import TrainConfig
 from histosynth.training.contrastive import ContrastiveLossConfig, ContrastiveObjective, augment, nt_xent
 from histosynth.training.loop import train
@@ -66,8 +61,8 @@ def test_contrastive_training_lowers_the_loss(tmp_path: Path) -> None:
 def test_folder_round_trip_and_feature_encoder(tmp_path: Path) -> None:
     torch.manual_seed(0)
     backbone = ContrastiveModel(TINY).backbone.eval()
-    save_histology_encoder(backbone, tmp_path / "enc", trained_on={"tiles": 16})
-    loaded = load_histology_encoder(tmp_path / "enc")
+    backbone.save(tmp_path / "enc", trained_on={"tiles": 16})
+    loaded = HistologyCNN.load(tmp_path / "enc")
     x = torch.rand(2, 3, 40, 40)
     with torch.no_grad():
         assert torch.allclose(loaded(x), backbone(x))

@@ -8,13 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from histosynth.models.autoencoder import build_autoencoder, save_autoencoder
-from histosynth.models.denoiser import ConditionalDenoiser, save_denoiser
-from histosynth.models.prototype_classifier import (
-    PrototypeClassifier,
-    PrototypeClassifierConfig,
-    save_prototype_classifier,
-)
+from histosynth.models.autoencoder import Autoencoder
+from histosynth.models.denoiser import ConditionalDenoiser
+from histosynth.models.prototype_classifier import PrototypeClassifier, PrototypeClassifierConfig
 
 from tiny_models import CLASSES, TILE, tiny_autoencoder_config, tiny_denoiser_config
 
@@ -48,9 +44,9 @@ def like_model_dir(tmp_path: Path) -> Path:
     """A model folder whose denoiser is conditioned on 'pixels' embeddings (projection not zero)."""
     torch.manual_seed(0)
     folder = tmp_path / "like_model"
-    save_autoencoder(build_autoencoder(tiny_autoencoder_config()), tiny_autoencoder_config(), folder / "autoencoder")
+    Autoencoder(tiny_autoencoder_config()).save(folder / "autoencoder")
     denoiser = randomise_projection(ConditionalDenoiser(like_denoiser_config())).eval()
-    save_denoiser(denoiser, folder / "denoiser", labels=CLASSES.labels, embedding_encoder_identity="pixels@16px")
+    denoiser.save(folder / "denoiser", labels=CLASSES.labels, embedding_encoder_identity="pixels@16px")
     CLASSES.save(folder / "classes.json")
     return folder
 
@@ -61,7 +57,6 @@ def classifier_dir(tmp_path: Path) -> Path:
     torch.manual_seed(0)
     folder = tmp_path / "classifier"
     config = tiny_autoencoder_config()
-    save_prototype_classifier(PrototypeClassifier(tiny_classifier_config()).eval(), folder, PROTOTYPES,
-                              latent_scaling={"scaling_factor": config.scaling_factor,
-                                              "latent_shift": list(config.latent_shift)})
+    PrototypeClassifier(tiny_classifier_config(), PROTOTYPES).eval().save(
+        folder, latent_scaling={"scaling_factor": config.scaling_factor, "latent_shift": list(config.latent_shift)})
     return folder

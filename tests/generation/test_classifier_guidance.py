@@ -10,7 +10,7 @@ import torch
 
 from histosynth.errors import InputError, ModelFolderError
 from histosynth.models.pipeline import LatentDiffusionModel
-from histosynth.models.prototype_classifier import PrototypeClassifier, load_prototype_classifier, resolve_prototype
+from histosynth.models.prototype_classifier import PrototypeClassifier, resolve_prototype
 from histosynth.sampling.classifier_guidance import MIN_ALPHA_BAR, ClassifierGuidance
 from histosynth.sampling.guidance import load_guidance_classifier
 from histosynth.sampling.masks import procedural_mask
@@ -42,7 +42,7 @@ def test_zero_weight_is_exactly_the_unguided_sampler(tiny_model_dir: Path, class
 
 @pytest.mark.parametrize("prediction_type", ["v_prediction", "epsilon"])
 def test_guidance_shifts_eps_by_the_scaled_gradient(classifier_dir: Path, prediction_type: str) -> None:
-    classifier, _ = load_prototype_classifier(classifier_dir)
+    classifier = PrototypeClassifier.load(classifier_dir)
     alphas = torch.linspace(0.99, 1e-6, 1000)
     guidance = ClassifierGuidance(classifier, 2.5, prediction_type, alphas)
     g = torch.Generator().manual_seed(0)
@@ -62,7 +62,7 @@ def test_guidance_shifts_eps_by_the_scaled_gradient(classifier_dir: Path, predic
 
 
 def test_gradient_is_each_tiles_own_log_probability(classifier_dir: Path) -> None:
-    classifier, _ = load_prototype_classifier(classifier_dir)
+    classifier = PrototypeClassifier.load(classifier_dir)
     guidance = ClassifierGuidance(classifier, 1.0, "epsilon", torch.full((1000,), 0.5))
     z = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(1))
     both = guidance.gradient(z, 100, torch.tensor([0, 1, 2]))
@@ -101,14 +101,12 @@ def test_prototype_ids_out_of_range_fail_in_one_line(tiny_model_dir: Path, class
 
 
 def test_classifier_must_match_the_models_latents(tmp_path: Path, tiny_model_dir: Path, classifier_dir: Path) -> None:
-    from histosynth.models.prototype_classifier import save_prototype_classifier
-
     model = LatentDiffusionModel.load(tiny_model_dir)
-    save_prototype_classifier(PrototypeClassifier(tiny_classifier_config(latent_size=16)), tmp_path / "big", PROTOTYPES)
+    PrototypeClassifier(tiny_classifier_config(latent_size=16), PROTOTYPES).save(tmp_path / "big")
     with pytest.raises(ModelFolderError, match="classifier latents are 4x16x16, the model's 4x8x8"):
         load_guidance_classifier(tmp_path / "big", model)
-    save_prototype_classifier(PrototypeClassifier(tiny_classifier_config()), tmp_path / "other", PROTOTYPES,
-                              latent_scaling={"scaling_factor": 0.5, "latent_shift": [0, 0, 0, 0]})
+    PrototypeClassifier(tiny_classifier_config(), PROTOTYPES).save(
+        tmp_path / "other", latent_scaling={"scaling_factor": 0.5, "latent_shift": [0, 0, 0, 0]})
     with pytest.raises(ModelFolderError, match="another autoencoder"):
         load_guidance_classifier(tmp_path / "other", model)
     with pytest.raises(ModelFolderError, match="expected 'prototype-classifier'"):

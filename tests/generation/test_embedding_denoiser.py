@@ -9,10 +9,9 @@ import pytest
 import torch
 
 from histosynth.errors import InputError, ModelFolderError
-from histosynth.models.denoiser import ConditionalDenoiser, DenoiserConfig, load_denoiser, save_denoiser
-from histosynth.models.folder import read_folder_config
+from histosynth.models.denoiser import ConditionalDenoiser, DenoiserConfig
 from histosynth.models.pipeline import LatentDiffusionModel
-from histosynth.models.prototype_classifier import load_prototype_classifier
+from histosynth.models.prototype_classifier import PrototypeClassifier
 from histosynth.training.like import init_from_base
 
 from guided_models import PIXELS_DIM, like_denoiser_config, randomise_projection
@@ -38,7 +37,7 @@ def test_configs_without_embedding_are_written_as_before() -> None:
 def test_shipped_denoiser_folder_still_loads_without_embedding() -> None:
     from histosynth.weights import default_model_dir
 
-    config = read_folder_config(default_model_dir() / "denoiser", "denoiser", DenoiserConfig)
+    config = ConditionalDenoiser.read_config(default_model_dir() / "denoiser")
     assert config.embedding_dim == 0 and config.embedding_encoder is None
 
 
@@ -75,21 +74,21 @@ def test_embedding_denoiser_round_trips_through_its_folder(tmp_path: Path, like_
                                                            classifier_dir: Path) -> None:
     loaded = LatentDiffusionModel.load(like_model_dir)
     assert loaded.denoiser.config.embedding_dim == PIXELS_DIM
-    save_denoiser(loaded.denoiser, tmp_path / "copy")
-    again = load_denoiser(tmp_path / "copy")
+    loaded.denoiser.save(tmp_path / "copy")
+    again = ConditionalDenoiser.load(tmp_path / "copy")
     x, t, labels, fractions, embeddings = _inputs()
     with torch.no_grad():
         expected = loaded.denoiser(x, t, labels, fractions, embeddings)
         assert torch.equal(again(x, t, labels, fractions, embeddings), expected)
     with pytest.raises(ModelFolderError, match="kind 'prototype-classifier', expected 'denoiser'"):
-        load_denoiser(classifier_dir)
+        ConditionalDenoiser.load(classifier_dir)
     with pytest.raises(ModelFolderError, match="kind 'denoiser', expected 'prototype-classifier'"):
-        load_prototype_classifier(like_model_dir / "denoiser")
+        PrototypeClassifier.load(like_model_dir / "denoiser")
     manifest = json.loads((like_model_dir / "denoiser" / "histosynth.json").read_text())
     manifest["config"]["embedding_dim"] = 12  # config no longer matches the weights
     (like_model_dir / "denoiser" / "histosynth.json").write_text(json.dumps(manifest))
     with pytest.raises(ModelFolderError, match="weights do not match the config"):
-        load_denoiser(like_model_dir / "denoiser")
+        ConditionalDenoiser.load(like_model_dir / "denoiser")
 
 
 def test_like_recipe_fine_tunes_writes_a_model_folder_and_resumes(tmp_path: Path, tiny_model_dir: Path) -> None:

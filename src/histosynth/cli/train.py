@@ -103,21 +103,20 @@ def denoiser(
 ) -> None:
     """Train the class- and mask-conditioned latent denoiser; writes OUT/denoiser and OUT/classes.json."""
     from histosynth.cli.progress import progress_bar
-    from histosynth.models.autoencoder import AutoencoderConfig
-    from histosynth.models.denoiser import DenoiserConfig
-    from histosynth.models.folder import read_folder_config
+    from histosynth.models.autoencoder import Autoencoder
+    from histosynth.models.denoiser import ConditionalDenoiser, DenoiserConfig
     from histosynth.training.objectives import DenoiserLossConfig
     from histosynth.training.recipes import AUTOENCODER_DIR, train_denoiser
 
     _check_out(out, "denoiser")
     ae_dir = autoencoder_dir or out / AUTOENCODER_DIR
-    ae_config = read_folder_config(ae_dir, "autoencoder", AutoencoderConfig)
+    ae_config = Autoencoder.read_config(ae_dir)
     manifest, tiles = _load_tiles(data, split, classes, ae_config.tile_size, unlabelled)
     model_values = {"latent_channels": ae_config.latent_channels, "latent_size": ae_config.latent_size,
                     "num_labels": len(manifest.classes.labels), "num_mask_classes": manifest.classes.num_mask_classes}
     if init is not None:  # the leg keeps the architecture it continues
         init_dir = init / "denoiser" if (init / "denoiser").is_dir() else init
-        model_values = {**read_folder_config(init_dir, "denoiser", DenoiserConfig).model_dump(), **model_values}
+        model_values = {**ConditionalDenoiser.read_config(init_dir).model_dump(), **model_values}
     train_config, model_config, loss_config = _recipe_configs(config, steps, batch_size, threads, DenoiserConfig,
                                                               DenoiserLossConfig, model_values)
     with progress_bar("encoding latents (8 symmetries)", len(tiles)) as handle:
@@ -141,8 +140,7 @@ def decoder(
     """Fine-tune the autoencoder's decoder with L1 + perceptual + patch-GAN losses, encoder frozen; writes
     OUT/autoencoder and copies the base's denoiser, mask model and classes.json into OUT where missing."""
     from histosynth.cli.progress import progress_bar
-    from histosynth.models.autoencoder import AutoencoderConfig
-    from histosynth.models.folder import read_folder_config
+    from histosynth.models.autoencoder import Autoencoder, AutoencoderConfig
     from histosynth.training.decoder_gan import DecoderGanLossConfig
     from histosynth.training.recipes import AUTOENCODER_DIR, finetune_decoder
     from histosynth.weights import default_model_dir
@@ -150,7 +148,7 @@ def decoder(
     _check_out(out, "decoder")
     base = base or default_model_dir()
     base_ae = base / AUTOENCODER_DIR if (base / AUTOENCODER_DIR).is_dir() else base
-    ae_config = read_folder_config(base_ae, "autoencoder", AutoencoderConfig)
+    ae_config = Autoencoder.read_config(base_ae)
     train_config, _, loss_config = _recipe_configs(config, steps, batch_size, threads, AutoencoderConfig,
                                                    DecoderGanLossConfig)
     manifest, tiles = _load_tiles(data, split, classes, ae_config.tile_size)
@@ -240,10 +238,9 @@ def like_model(
                                                              EmbeddingDenoiserLossConfig)
     if encoder is not None:
         like_config = like_config.model_copy(update={"encoder": encoder})
-    from histosynth.models.autoencoder import AutoencoderConfig
-    from histosynth.models.folder import read_folder_config
+    from histosynth.models.autoencoder import Autoencoder
 
-    tile_size = read_folder_config(base / "autoencoder", "autoencoder", AutoencoderConfig).tile_size
+    tile_size = Autoencoder.read_config(base / "autoencoder").tile_size
     manifest, tiles = _load_tiles(data, split, classes or str(base / "classes.json"), tile_size)
     with progress_bar("encoding latents + embeddings", len(tiles)) as encode_handle:
         with progress_bar("fine-tuning like-model", train_config.steps) as handle:

@@ -22,14 +22,14 @@ class HistologyEncoder(FeatureEncoder):
     name = "histology"
 
     def __init__(self, device: str | torch.device = "cpu", folder: str | Path | None = None) -> None:
-        from histosynth.models.histology_encoder import WEIGHTS_NAME, load_histology_encoder
+        from histosynth.models.histology_encoder import WEIGHTS_NAME, HistologyCNN
 
         super().__init__(device)
         self.folder = Path(folder) if folder is not None else shipped_histology_encoder()
         if folder is None and not self.folder.is_dir():
             raise ModelFolderError("no histology encoder ships with this install; train one with "
                                    "`histosynth train encoder` and pass its folder", self.folder)
-        self.model = load_histology_encoder(self.folder).to(self.device)
+        self.model = HistologyCNN.load(self.folder).to(self.device)
         self.dim = self.model.config.feature_dim
         self._weights = self.folder / WEIGHTS_NAME
 

@@ -1,17 +1,34 @@
-"""A small KL autoencoder (diffusers ``AutoencoderKL``) mapping 224 px tiles to 28x28 latents."""
+"""A small KL autoencoder (diffusers ``AutoencoderKL``) mapping 224 px tiles to 28x28 latents.
+
+:class:`Autoencoder` *is* an ``AutoencoderKL`` (a thin subclass), built from the typed
+:class:`AutoencoderConfig` it carries as ``autoencoder_config`` (``config`` is diffusers' own dict), and
+a :class:`~histosynth.models.folder.FolderModel` like every other kind: ``model.save(folder, **facts)``,
+``Autoencoder.load(folder)``. A subclass rather than a wrapper (codec) object, because everything that
+uses the autoencoder (``encode``/``decode``, the training loop and its EMA copy, the decoder fine-tune,
+diffusers' tiled decoding) keeps using the diffusers module and its state-dict keys unchanged.
+
+Its folder is what diffusers writes plus ``histosynth.json``: ``save`` records the config's
+``scaling_factor`` in diffusers' config and calls ``save_pretrained`` (``config.json``, naming
+``AutoencoderKL`` so plain diffusers reads the folder too, and ``diffusion_pytorch_model.safetensors``),
+so the files are byte-identical to those of a plain ``AutoencoderKL``. ``load`` does not use
+``from_pretrained``: it builds the network from ``histosynth.json``'s config and loads the weights with
+the one-line errors of every kind. The latent statistics (``scaling_factor``, ``latent_shift``) live in
+:class:`AutoencoderConfig`, whose ``scale``/``unscale`` are the one place they are applied.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from diffusers import AutoencoderKL
 from pydantic import BaseModel, Field
 
-from histosynth.models.folder import load_weights, read_folder_config, require_files, write_folder_manifest
+from histosynth.models.folder import FolderModel, write_folder_manifest
 
 if TYPE_CHECKING:
     import torch
-    from diffusers import AutoencoderKL
 
 KIND = "autoencoder"
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
@@ -58,36 +75,44 @@ def _shift(config: AutoencoderConfig, like: torch.Tensor) -> torch.Tensor:
     return torch.tensor(list(config.latent_shift), device=like.device).view(1, -1, 1, 1)
 
 
-def build_autoencoder(config: AutoencoderConfig) -> AutoencoderKL:
-    """A randomly initialised ``AutoencoderKL`` for ``config``."""
-    from diffusers import AutoencoderKL
+class Autoencoder(FolderModel[AutoencoderConfig], AutoencoderKL):
+    """diffusers' ``AutoencoderKL`` built from an :class:`AutoencoderConfig`, with the model-folder interface."""
 
-    depth = len(config.block_out_channels)
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        latent_channels=config.latent_channels,
-        down_block_types=("DownEncoderBlock2D",) * depth,
-        up_block_types=("UpDecoderBlock2D",) * depth,
-        block_out_channels=config.block_out_channels,
-        layers_per_block=config.layers_per_block,
-        norm_num_groups=config.norm_num_groups,
-        mid_block_add_attention=False,
-        scaling_factor=config.scaling_factor,
-    )
+    kind = KIND
+    weights_name = WEIGHTS_NAME
+    config_type = AutoencoderConfig
 
+    def __init__(self, config: AutoencoderConfig) -> None:
+        depth = len(config.block_out_channels)
+        super().__init__(
+            in_channels=3,
+            out_channels=3,
+            latent_channels=config.latent_channels,
+            down_block_types=("DownEncoderBlock2D",) * depth,
+            up_block_types=("UpDecoderBlock2D",) * depth,
+            block_out_channels=config.block_out_channels,
+            layers_per_block=config.layers_per_block,
+            norm_num_groups=config.norm_num_groups,
+            mid_block_add_attention=False,
+            scaling_factor=config.scaling_factor,
+        )
+        #: The typed config (architecture and latent statistics) ``histosynth.json`` records.
+        self.autoencoder_config = config
 
-def save_autoencoder(model: AutoencoderKL, config: AutoencoderConfig, folder: str | Path) -> None:
-    """Write diffusers' files plus ``histosynth.json``."""
-    model.register_to_config(scaling_factor=config.scaling_factor)
-    model.save_pretrained(folder, safe_serialization=True)
-    write_folder_manifest(folder, KIND, config)
+    def folder_config(self) -> AutoencoderConfig:
+        """The typed config ``histosynth.json`` records: ``autoencoder_config`` (``config`` is diffusers')."""
+        return self.autoencoder_config
 
+    def save(self, folder: str | Path, **extra: Any) -> None:
+        """Write diffusers' files (``config.json``, the safetensors weights) plus ``histosynth.json``."""
+        config = self.folder_config()
+        self.register_to_config(scaling_factor=config.scaling_factor)
+        self.save_pretrained(folder, safe_serialization=True)
+        write_folder_manifest(folder, self.kind, config, **extra)
 
-def load_autoencoder(folder: str | Path) -> tuple[AutoencoderKL, AutoencoderConfig]:
-    """Load an autoencoder folder in eval mode; a folder of another kind fails with one line."""
-    config = read_folder_config(folder, KIND, AutoencoderConfig)
-    require_files(folder, WEIGHTS_NAME)
-    model = build_autoencoder(config)
-    load_weights(model, Path(folder) / WEIGHTS_NAME)
-    return model.eval(), config
+    def to_json_string(self) -> str:
+        """diffusers' ``config.json`` text, naming ``AutoencoderKL`` (diffusers writes the class's own name), so
+        the file is what a plain ``AutoencoderKL`` writes and diffusers' ``from_pretrained`` reads it."""
+        payload = json.loads(super().to_json_string())
+        payload["_class_name"] = AutoencoderKL.__name__
+        return json.dumps(payload, indent=2, sort_keys=True) + "\n"

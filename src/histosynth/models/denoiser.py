@@ -22,8 +22,8 @@ model computes exactly what the class + mask denoiser it is fine-tuned from comp
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +31,7 @@ from diffusers import UNet2DConditionModel, UNet2DModel
 from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 from torch import nn
 
-from histosynth.models.folder import load_weights, read_folder_config, require_files, save_weights_folder
+from histosynth.models.folder import FolderModel
 
 KIND = "denoiser"
 WEIGHTS_NAME = "denoiser.safetensors"
@@ -100,8 +100,16 @@ def _block_types(config: DenoiserConfig, cross: bool) -> tuple[tuple[str, ...], 
     return down, up
 
 
-class ConditionalDenoiser(nn.Module):
-    """``forward(noisy_latent, timestep, labels, mask_fractions) -> model output`` (eps or v)."""
+class ConditionalDenoiser(FolderModel[DenoiserConfig], nn.Module):
+    """``forward(noisy_latent, timestep, labels, mask_fractions) -> model output`` (eps or v).
+
+    Its folder (``save``/``load``): ``denoiser.safetensors`` and ``histosynth.json`` (kind ``denoiser``;
+    facts such as ``labels``, and ``role: mask`` with ``factor`` for a mask model).
+    """
+
+    kind = KIND
+    weights_name = WEIGHTS_NAME
+    config_type = DenoiserConfig
 
     def __init__(self, config: DenoiserConfig) -> None:
         super().__init__()
@@ -178,44 +186,37 @@ class ConditionalDenoiser(nn.Module):
     def forward(
         self, latent: torch.Tensor, timestep: torch.Tensor, labels: torch.Tensor, mask_fractions: torch.Tensor,
         embeddings: torch.Tensor | None = None, drop_embedding: torch.Tensor | None = None,
+        unet: Callable[..., Any] | None = None,
     ) -> torch.Tensor:
         """Model output; ``embeddings`` (B, embedding_dim) only for an embedding model, where ``None`` =
-        the null embedding and ``drop_embedding`` (B bools) replaces chosen rows with it."""
+        the null embedding and ``drop_embedding`` (B bools) replaces chosen rows with it.
+
+        ``unet``, when given, is called instead of ``self.unet`` on the inputs assembled here, the same way
+        (its result's ``.sample`` is the output): the partial forward of feature reuse
+        (:mod:`histosynth.sampling.feature_cache`)."""
         if not self.config.embedding_dim:
             if embeddings is not None:
                 raise ValueError("this denoiser takes no embeddings (embedding_dim is 0)")
-            return self._forward(latent, timestep, labels, mask_fractions)
+            return self._forward(latent, timestep, labels, mask_fractions, unet or self.unet)
         self.unet.class_embedding.extra = self.project_embedding(embeddings, len(latent), drop_embedding)
         try:
-            return self._forward(latent, timestep, labels, mask_fractions)
+            return self._forward(latent, timestep, labels, mask_fractions, unet or self.unet)
         finally:
             self.unet.class_embedding.extra = None
 
     def _forward(
-        self, latent: torch.Tensor, timestep: torch.Tensor, labels: torch.Tensor, mask_fractions: torch.Tensor
+        self, latent: torch.Tensor, timestep: torch.Tensor, labels: torch.Tensor, mask_fractions: torch.Tensor,
+        unet: Callable[..., Any],
     ) -> torch.Tensor:
         if self.config.mask_conditioning == "none":
-            return self.unet(latent, timestep, class_labels=labels).sample
+            return unet(latent, timestep, class_labels=labels).sample
         if self.config.mask_conditioning == "concat":
             inputs = torch.cat((latent, mask_fractions.to(latent.dtype)), dim=1)
-            return self.unet(inputs, timestep, class_labels=labels).sample
+            return unet(inputs, timestep, class_labels=labels).sample
         tokens = self._mask_tokens(mask_fractions.to(latent.dtype))
-        return self.unet(latent, timestep, encoder_hidden_states=tokens, class_labels=labels).sample
+        return unet(latent, timestep, encoder_hidden_states=tokens, class_labels=labels).sample
 
     def _mask_tokens(self, mask_fractions: torch.Tensor) -> torch.Tensor:
         patches = F.unfold(mask_fractions, kernel_size=MASK_PATCH, stride=MASK_PATCH)  # B x (C*P*P) x N
         return self.mask_proj(patches.transpose(1, 2)) + self.mask_pos
 
-
-def save_denoiser(model: ConditionalDenoiser, folder: str | Path, **extra: object) -> None:
-    """Write ``denoiser.safetensors`` and ``histosynth.json`` (config + ``extra`` facts)."""
-    save_weights_folder(model, folder, WEIGHTS_NAME, KIND, model.config, **extra)
-
-
-def load_denoiser(folder: str | Path) -> ConditionalDenoiser:
-    """Load a denoiser folder in eval mode; a folder of another kind fails with one line."""
-    config = read_folder_config(folder, KIND, DenoiserConfig)
-    require_files(folder, WEIGHTS_NAME)
-    model = ConditionalDenoiser(config)
-    load_weights(model, Path(folder) / WEIGHTS_NAME)
-    return model.eval()

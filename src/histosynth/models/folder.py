@@ -1,28 +1,104 @@
-"""Model folders: ``histosynth.json`` (kind + typed config) beside diffusers' own files.
+"""Model folders: ``histosynth.json`` (kind + typed config) beside the model's weights.
 
 Every model histosynth writes is a folder holding ``histosynth.json``::
 
-    {"kind": "autoencoder", "format_version": 1, "config": {...}}
+    {"kind": "autoencoder", "format_version": 1, "config": {...}, ...extra facts}
 
-plus diffusers' ``config.json`` and ``diffusion_pytorch_model.safetensors`` where a diffusers class
-is the network. Loading checks the kind first, so a denoiser folder given where an autoencoder is
+beside its safetensors weights (and diffusers' ``config.json`` where a diffusers class is the
+network). Loading checks the kind first, so a denoiser folder given where an autoencoder is
 expected fails with one clear line instead of a shape error deep inside torch.
+
+Every torch model kind inherits :class:`FolderModel`, which gives it the one way to write and read
+such a folder (as diffusers' ``ModelMixin``/``ConfigMixin`` give ``save_pretrained``/``from_pretrained``):
+``model.save(folder, **facts)`` and ``Kind.load(folder)``. The free functions below are its parts and
+serve folders that are not one torch module (the composition model).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from histosynth.errors import ModelFolderError
 from histosynth.io import MODEL_MANIFEST, write_json
 
+if TYPE_CHECKING:
+    from typing import Self
+
+    from torch import nn
+
+    _Module = nn.Module  # type checkers see a torch module; at run time the mixin adds no base
+else:
+    _Module = object
+
 MANIFEST_NAME = MODEL_MANIFEST
 FORMAT_VERSION = 1
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
+
+
+class FolderModel(Generic[ConfigT], _Module):
+    """Mixin giving a torch module the model-folder interface: ``save``, ``load`` and ``read_config``.
+
+    A kind names itself and its files in class attributes and is built from its typed config alone::
+
+        class ConditionalDenoiser(FolderModel[DenoiserConfig], nn.Module):
+            kind = "denoiser"
+            weights_name = "denoiser.safetensors"
+            config_type = DenoiserConfig
+
+            def __init__(self, config: DenoiserConfig) -> None: ...
+
+    ``save`` writes the state dict as ``weights_name`` (safetensors, atomically) and ``histosynth.json``
+    (kind, config, extra facts); ``load`` checks the kind, validates the config, requires the weights,
+    builds ``cls(config)``, loads the weights (a mismatch fails with one line) and returns it in eval mode.
+    A kind whose folder holds more (diffusers' files, names beside the config) overrides ``save`` and
+    extends ``load``; one whose typed config is not ``self.config`` overrides :meth:`folder_config`.
+    """
+
+    #: The ``kind`` its ``histosynth.json`` declares.
+    kind: ClassVar[str]
+    #: The weights file in its folder.
+    weights_name: ClassVar[str]
+    #: The pydantic model of its config (``histosynth.json``'s ``config``); a class attribute too, but typed
+    #: through ``FolderModel[ConfigT]`` (a ``ClassVar`` may not hold a type variable) so ``read_config`` and
+    #: ``folder_config`` return the kind's own config type.
+    config_type: type[ConfigT]
+
+    def folder_config(self) -> ConfigT:
+        """The typed config ``histosynth.json`` records: ``self.config``."""
+        config = getattr(self, "config", None)
+        if not isinstance(config, self.config_type):
+            raise TypeError(f"{type(self).__name__}.config must be a {self.config_type.__name__}")
+        return config
+
+    def save(self, folder: str | Path, **extra: Any) -> None:
+        """Write the weights (safetensors, atomically) and ``histosynth.json`` (config + ``extra`` facts)."""
+        save_weights(self, Path(folder) / self.weights_name)
+        write_folder_manifest(folder, self.kind, self.folder_config(), **extra)
+
+    @classmethod
+    def read_config(cls, folder: str | Path) -> ConfigT:
+        """The folder's config, checked to declare this kind; no weights are read."""
+        return read_folder_config(folder, cls.kind, cls.config_type)
+
+    @classmethod
+    def read_manifest(cls, folder: str | Path) -> dict[str, Any]:
+        """The folder's whole ``histosynth.json`` (config and recorded facts), checked to declare this kind."""
+        return read_folder_manifest(folder, cls.kind)
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Self:
+        """The model in ``folder``, in eval mode; another kind, a mismatched config or missing or
+        mismatched weights fail with one line naming the folder."""
+        folder = Path(folder)
+        config = cls.read_config(folder)
+        require_files(folder, cls.weights_name)
+        model = cls(config)
+        load_weights(model, folder / cls.weights_name)
+        return model.eval()
 
 
 def write_folder_manifest(folder: str | Path, kind: str, config: BaseModel, **extra: Any) -> None:
@@ -72,19 +148,15 @@ def require_files(folder: str | Path, *names: str) -> None:
             raise ModelFolderError(f"missing model file {name}", folder)
 
 
-def save_weights_folder(module: Any, folder: str | Path, weights_name: str, kind: str, config: BaseModel,
-                        **extra: Any) -> None:
-    """Write ``module``'s state dict as ``weights_name`` (safetensors, atomically) and ``histosynth.json``."""
+def save_weights(module: Any, path: str | Path) -> None:
+    """Write ``module``'s state dict to ``path`` as safetensors, atomically (tensors detached, on the CPU)."""
     from safetensors.torch import save_file
 
     from histosynth.io import atomic_path
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
-    with atomic_path(folder / weights_name) as tmp:
+    with atomic_path(path) as tmp:
         save_file(state, str(tmp))
-    write_folder_manifest(folder, kind, config, **extra)
 
 
 def load_weights(module: Any, path: str | Path) -> None:

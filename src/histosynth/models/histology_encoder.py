@@ -6,14 +6,12 @@ and global average pooling. A projection head is used only in training and is no
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, Field
 from torch import nn
 
-from histosynth.models.folder import load_weights, read_folder_config, require_files, save_weights_folder
+from histosynth.models.folder import FolderModel
 
 KIND = "histology-encoder"
 WEIGHTS_NAME = "encoder.safetensors"
@@ -38,8 +36,15 @@ def _stage(cin: int, cout: int) -> nn.Sequential:
     )
 
 
-class HistologyCNN(nn.Module):
-    """Backbone: images in [0, 1] (N,3,H,W) -> features (N, widths[-1])."""
+class HistologyCNN(FolderModel[HistologyEncoderConfig], nn.Module):
+    """Backbone: images in [0, 1] (N,3,H,W) -> features (N, widths[-1]).
+
+    Its folder (``save``/``load``): ``encoder.safetensors`` and ``histosynth.json`` (kind ``histology-encoder``).
+    """
+
+    kind = KIND
+    weights_name = WEIGHTS_NAME
+    config_type = HistologyEncoderConfig
 
     def __init__(self, config: HistologyEncoderConfig) -> None:
         super().__init__()
@@ -66,16 +71,3 @@ class ContrastiveModel(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.head(self.backbone(images)), dim=1)
 
-
-def save_histology_encoder(backbone: HistologyCNN, folder: str | Path, **extra: object) -> None:
-    """Write ``encoder.safetensors`` and ``histosynth.json`` (config + ``extra`` facts)."""
-    save_weights_folder(backbone, folder, WEIGHTS_NAME, KIND, backbone.config, **extra)
-
-
-def load_histology_encoder(folder: str | Path) -> HistologyCNN:
-    """Load an encoder folder in eval mode; a folder of another kind fails with one line."""
-    config = read_folder_config(folder, KIND, HistologyEncoderConfig)
-    require_files(folder, WEIGHTS_NAME)
-    model = HistologyCNN(config)
-    load_weights(model, Path(folder) / WEIGHTS_NAME)
-    return model.eval()

@@ -12,9 +12,8 @@ import torch
 
 from histosynth.data.classes import CLASS_FILE_NAME, ClassList
 from histosynth.errors import InputError, ModelFolderError
-from histosynth.models.autoencoder import AutoencoderConfig, load_autoencoder
-from histosynth.models.denoiser import ConditionalDenoiser, load_denoiser
-from histosynth.models.folder import read_folder_manifest
+from histosynth.models.autoencoder import Autoencoder, AutoencoderConfig
+from histosynth.models.denoiser import ConditionalDenoiser
 
 AUTOENCODER_DIR, DENOISER_DIR, MASK_MODEL_DIR = "autoencoder", "denoiser", "mask_model"
 
@@ -23,8 +22,7 @@ AUTOENCODER_DIR, DENOISER_DIR, MASK_MODEL_DIR = "autoencoder", "denoiser", "mask
 class LatentDiffusionModel:
     """Autoencoder, denoiser and the class list that gives label ids their meaning."""
 
-    autoencoder: torch.nn.Module
-    autoencoder_config: AutoencoderConfig
+    autoencoder: Autoencoder
     denoiser: ConditionalDenoiser
     classes: ClassList
     folder: Path
@@ -45,11 +43,12 @@ class LatentDiffusionModel:
                 raise ModelFolderError(f"not a histosynth model folder (no {part}/ inside)", folder)
         if not (folder / CLASS_FILE_NAME).is_file():
             raise ModelFolderError(f"missing model file {CLASS_FILE_NAME}", folder)
-        autoencoder, ae_config = load_autoencoder(folder / AUTOENCODER_DIR)
-        denoiser = load_denoiser(folder / DENOISER_DIR)
+        autoencoder = Autoencoder.load(folder / AUTOENCODER_DIR)
+        ae_config = autoencoder.autoencoder_config
+        denoiser = ConditionalDenoiser.load(folder / DENOISER_DIR)
         classes = ClassList.load(folder / CLASS_FILE_NAME)
         den = denoiser.config
-        facts = read_folder_manifest(folder / DENOISER_DIR, "denoiser")
+        facts = ConditionalDenoiser.read_manifest(folder / DENOISER_DIR)
         labels, mpp = facts.get("labels"), _recorded_mpp(facts.get("trained_on"))
         if labels is not None and labels != classes.labels:
             raise ModelFolderError("classes.json does not match the labels the denoiser was trained on", folder)
@@ -59,14 +58,19 @@ class LatentDiffusionModel:
             raise ModelFolderError("denoiser classes do not match classes.json", folder)
         mask_model, mask_factor = None, 8
         if (folder / MASK_MODEL_DIR).is_dir():
-            mask_model = load_denoiser(folder / MASK_MODEL_DIR)
-            facts = read_folder_manifest(folder / MASK_MODEL_DIR, "denoiser")
+            mask_model = ConditionalDenoiser.load(folder / MASK_MODEL_DIR)
+            facts = ConditionalDenoiser.read_manifest(folder / MASK_MODEL_DIR)
             mask_factor = int(facts.get("factor", 8))
             mc = mask_model.config
             if mc.mask_conditioning != "none" or mc.latent_channels != classes.num_mask_classes \
                     or mc.num_labels != len(classes.labels):
                 raise ModelFolderError("mask_model/ is not a mask model for these classes", folder)
-        return cls(autoencoder, ae_config, denoiser, classes, folder, mask_model, mask_factor, mpp)
+        return cls(autoencoder, denoiser, classes, folder, mask_model, mask_factor, mpp)
+
+    @property
+    def autoencoder_config(self) -> AutoencoderConfig:
+        """The autoencoder's typed config: tile size, latent shape and the latent statistics (``scale``/``unscale``)."""
+        return self.autoencoder.autoencoder_config
 
     @property
     def identity(self) -> str:

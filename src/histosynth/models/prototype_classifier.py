@@ -8,29 +8,29 @@ residual blocks (diffusers' ``ResnetBlock2D``), two downsamplings, average pooli
 GroupNorm and SiLU only, so outputs do not depend on the batch and gradients are smooth.
 
 Its folder is its own model kind (``prototype-classifier``): ``classifier.safetensors`` and
-``histosynth.json`` with the config and the prototype names (index = prototype id).
+``histosynth.json`` with the config and the prototype names (index = prototype id), which the model
+carries as :attr:`PrototypeClassifier.prototypes` (``save`` writes them, ``load`` checks and restores them).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from pydantic import BaseModel, Field
 from torch import nn
 
 from histosynth.errors import InputError, ModelFolderError
-from histosynth.models.folder import (
-    load_weights,
-    read_folder_config,
-    read_folder_manifest,
-    require_files,
-    save_weights_folder,
-)
+from histosynth.models.folder import FolderModel
+
+if TYPE_CHECKING:
+    from typing import Self
 
 KIND = "prototype-classifier"
 WEIGHTS_NAME = "classifier.safetensors"
+_ONE_NAME_PER_CLASS = "one prototype name per class of the classifier is needed"
 
 
 class PrototypeClassifierConfig(BaseModel):
@@ -46,15 +46,26 @@ class PrototypeClassifierConfig(BaseModel):
     beta_schedule: Literal["squaredcos_cap_v2", "scaled_linear", "linear"] = "squaredcos_cap_v2"
 
 
-class PrototypeClassifier(nn.Module):
-    """``forward(noisy_latent (B,C,h,w), timestep (B,)) -> logits (B, num_prototypes)``."""
+class PrototypeClassifier(FolderModel[PrototypeClassifierConfig], nn.Module):
+    """``forward(noisy_latent (B,C,h,w), timestep (B,)) -> logits (B, num_prototypes)``.
 
-    def __init__(self, config: PrototypeClassifierConfig) -> None:
+    ``prototypes`` names its classes (index = prototype id); a model is saved only with one name per class.
+    """
+
+    kind = KIND
+    weights_name = WEIGHTS_NAME
+    config_type = PrototypeClassifierConfig
+
+    def __init__(self, config: PrototypeClassifierConfig, prototypes: Sequence[str] = ()) -> None:
         super().__init__()
         from diffusers.models.embeddings import TimestepEmbedding, Timesteps
         from diffusers.models.resnet import ResnetBlock2D
 
+        if prototypes and len(prototypes) != config.num_prototypes:
+            raise ValueError(_ONE_NAME_PER_CLASS)
         self.config = config
+        #: The prototype names, index = prototype id (empty until given or loaded).
+        self.prototypes: list[str] = list(prototypes)
         widths, groups = config.widths, config.norm_num_groups
         temb = 4 * widths[0]
         self.time_proj = Timesteps(widths[0], flip_sin_to_cos=True, downscale_freq_shift=0)
@@ -81,25 +92,22 @@ class PrototypeClassifier(nn.Module):
             h = block(h, emb)
         return self.head(h)
 
+    def save(self, folder: str | Path, **extra: Any) -> None:
+        """Write ``classifier.safetensors`` and ``histosynth.json`` (config, prototype names, ``extra`` facts)."""
+        if len(self.prototypes) != self.config.num_prototypes:
+            raise ValueError(_ONE_NAME_PER_CLASS)
+        super().save(folder, prototypes=list(self.prototypes), **extra)
 
-def save_prototype_classifier(model: PrototypeClassifier, folder: str | Path, prototypes: list[str],
-                              **extra: Any) -> None:
-    """Write ``classifier.safetensors`` and ``histosynth.json`` (config, prototype names, ``extra`` facts)."""
-    if len(prototypes) != model.config.num_prototypes:
-        raise ValueError("one prototype name per class of the classifier is needed")
-    save_weights_folder(model, folder, WEIGHTS_NAME, KIND, model.config, prototypes=list(prototypes), **extra)
-
-
-def load_prototype_classifier(folder: str | Path) -> tuple[PrototypeClassifier, list[str]]:
-    """Load a classifier folder in eval mode with its prototype names; another kind fails with one line."""
-    config = read_folder_config(folder, KIND, PrototypeClassifierConfig)
-    names = read_folder_manifest(folder, KIND).get("prototypes")
-    if not isinstance(names, list) or len(names) != config.num_prototypes:
-        raise ModelFolderError("histosynth.json lists no prototype name per class", folder)
-    require_files(folder, WEIGHTS_NAME)
-    model = PrototypeClassifier(config)
-    load_weights(model, Path(folder) / WEIGHTS_NAME)
-    return model.eval(), [str(n) for n in names]
+    @classmethod
+    def load(cls, folder: str | Path) -> Self:
+        """Load a classifier folder in eval mode with its prototype names; another kind fails with one line."""
+        config = cls.read_config(folder)
+        names = cls.read_manifest(folder).get("prototypes")
+        if not isinstance(names, list) or len(names) != config.num_prototypes:
+            raise ModelFolderError("histosynth.json lists no prototype name per class", folder)
+        model = super().load(folder)
+        model.prototypes = [str(n) for n in names]
+        return model
 
 
 def resolve_prototype(value: str | int, names: list[str], source: str | Path | None = None) -> int:

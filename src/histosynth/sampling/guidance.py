@@ -22,10 +22,10 @@ import numpy as np
 
 from histosynth.errors import ModelFolderError
 from histosynth.io import file_digest
+from histosynth.models.denoiser import ConditionalDenoiser
 from histosynth.models.pipeline import DENOISER_DIR, LatentDiffusionModel
-from histosynth.models.prototype_classifier import KIND as CLASSIFIER_KIND
 from histosynth.models.prototype_classifier import WEIGHTS_NAME as CLASSIFIER_WEIGHTS
-from histosynth.models.prototype_classifier import PrototypeClassifier, load_prototype_classifier
+from histosynth.models.prototype_classifier import PrototypeClassifier
 from histosynth.sampling.generate import MaskSource, choose_mask_source
 from histosynth.sampling.sampler import SamplingSettings, TileSampler, resolve_precision
 from histosynth.sampling.writer import MANIFEST_COLUMNS, GenerationResult, SyntheticRow, check_plan, write_dataset
@@ -37,17 +37,16 @@ GUIDED_KIND = "sample --like/--prototype or synthesize-balanced"  # how a refuse
 def load_guidance_classifier(folder: str | Path,
                              model: LatentDiffusionModel) -> tuple[PrototypeClassifier, list[str], str]:
     """Classifier, prototype names and identity; refused unless it matches ``model``'s latents and schedule."""
-    from histosynth.models.folder import read_folder_manifest
-
     folder = Path(folder)
-    classifier, names = load_prototype_classifier(folder)
+    classifier = PrototypeClassifier.load(folder)
+    names = classifier.prototypes
     c, d, ae = classifier.config, model.denoiser.config, model.autoencoder_config
     if (c.latent_channels, c.latent_size) != (d.latent_channels, d.latent_size):
         raise ModelFolderError(f"classifier latents are {c.latent_channels}x{c.latent_size}x{c.latent_size}, the "
                                f"model's {d.latent_channels}x{d.latent_size}x{d.latent_size}", folder)
     if (c.num_train_timesteps, c.beta_schedule) != (d.num_train_timesteps, d.beta_schedule):
         raise ModelFolderError("classifier was trained under another noise schedule than the model's", folder)
-    scaling = read_folder_manifest(folder, CLASSIFIER_KIND).get("latent_scaling")
+    scaling = PrototypeClassifier.read_manifest(folder).get("latent_scaling")
     if scaling is not None and not np.allclose(
             [scaling["scaling_factor"], *scaling["latent_shift"]], [ae.scaling_factor, *ae.latent_shift], rtol=1e-5):
         raise ModelFolderError("classifier was trained on latents of another autoencoder than the model's", folder)
@@ -61,14 +60,12 @@ def embed_reference(model: LatentDiffusionModel, image_path: str | Path,
 
     from histosynth.data.images import read_rgb
     from histosynth.encoders.registry import get_encoder
-    from histosynth.models.folder import read_folder_manifest
-
     config = model.denoiser.config
     if not config.embedding_dim or not config.embedding_encoder:
         raise ModelFolderError("this model is not conditioned on tile embeddings (needed by --like); train one "
                                "with `histosynth train like-model`", model.folder)
     encoder = get_encoder(config.embedding_encoder, device)
-    trained_with = read_folder_manifest(model.folder / DENOISER_DIR, "denoiser").get("embedding_encoder_identity")
+    trained_with = ConditionalDenoiser.read_manifest(model.folder / DENOISER_DIR).get("embedding_encoder_identity")
     if trained_with is not None and trained_with != encoder.identity:
         raise ModelFolderError(f"the denoiser was trained on {trained_with} embeddings but this install's encoder is "
                                f"{encoder.identity}", model.folder)

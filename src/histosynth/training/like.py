@@ -21,7 +21,7 @@ from histosynth.data.manifest import TileManifest
 from histosynth.errors import InputError
 from histosynth.io import atomic_dir, atomic_path
 from histosynth.models.conditioning import dihedral, mask_fractions
-from histosynth.models.denoiser import ConditionalDenoiser, save_denoiser
+from histosynth.models.denoiser import ConditionalDenoiser
 from histosynth.models.pipeline import AUTOENCODER_DIR, DENOISER_DIR, MASK_MODEL_DIR, LatentDiffusionModel
 from histosynth.training.config import TrainConfig
 from histosynth.training.latents import encode_dihedral, training_device
@@ -147,7 +147,7 @@ def train_like_model(
     facts = provenance(manifest, len(tiles), train_config, result.seconds, result.items_per_second)
     folder = model_dir / DENOISER_DIR
     with atomic_dir(folder) as tmp:
-        save_denoiser(result.ema.eval().cpu(), tmp, labels=classes.labels, embedding_encoder_identity=encoder.identity,
+        result.ema.eval().cpu().save(tmp, labels=classes.labels, embedding_encoder_identity=encoder.identity,
                       fine_tuned_from=base.identity, **facts)
     classes.save(model_dir / "classes.json")
     return RecipeResult(folder, result.steps_done, result.resumed_from, result.seconds, result.items_per_second)

@@ -17,11 +17,7 @@ from pydantic import BaseModel, Field
 from histosynth.embeddings.prototypes import PrototypeTable
 from histosynth.errors import InputError
 from histosynth.models.pipeline import LatentDiffusionModel
-from histosynth.models.prototype_classifier import (
-    PrototypeClassifier,
-    PrototypeClassifierConfig,
-    save_prototype_classifier,
-)
+from histosynth.models.prototype_classifier import PrototypeClassifier, PrototypeClassifierConfig
 from histosynth.training.config import TrainConfig
 from histosynth.training.recipes import RUNS_DIR, Progress, RecipeResult, run_settings
 from histosynth.training.run import start_or_resume
@@ -103,15 +99,15 @@ def train_prototype_classifier(
     objective = PrototypeClassifierObjective(inputs["mean"], inputs["logvar"], torch.from_numpy(table.ids).long(),
                                              torch.tensor(ae.latent_shift), ae.scaling_factor, scheduler)
     torch.manual_seed(train_config.seed)
-    result = train(PrototypeClassifier(classifier_config), objective, train_config, run_dir, on_step)
+    result = train(PrototypeClassifier(classifier_config, table.names), objective, train_config, run_dir, on_step)
     if not result.is_main_process:  # other ranks of a multi-process run: the main one writes the folder
         return RecipeResult(out, result.steps_done, result.resumed_from, result.seconds, result.items_per_second)
     from histosynth.data.manifest import TileManifest
 
     facts = provenance(TileManifest(table.source, [], model.classes), len(tiles), train_config, result.seconds,
                         result.items_per_second)
-    save_prototype_classifier(
-        result.ema.eval().cpu(), out, table.names, diffusion_model=model.identity,
+    result.ema.eval().cpu().save(
+        out, diffusion_model=model.identity,
         latent_scaling={"scaling_factor": ae.scaling_factor, "latent_shift": list(ae.latent_shift)},
         prototypes_source={"file": table.source.name, "sha256": file_digest(table.source)[:12]},
         embedding_encoder=table.encoder, **facts)

@@ -11,9 +11,9 @@ import torch
 
 from histosynth.data.manifest import TileManifest
 from histosynth.io import atomic_dir, atomic_path
-from histosynth.models.autoencoder import AutoencoderConfig, build_autoencoder, load_autoencoder, save_autoencoder
+from histosynth.models.autoencoder import Autoencoder, AutoencoderConfig
 from histosynth.models.conditioning import dihedral, mask_fractions
-from histosynth.models.denoiser import ConditionalDenoiser, DenoiserConfig, save_denoiser
+from histosynth.models.denoiser import ConditionalDenoiser, DenoiserConfig
 from histosynth.models.pipeline import AUTOENCODER_DIR, DENOISER_DIR, MASK_MODEL_DIR
 from histosynth.training.config import TrainConfig
 from histosynth.training.latents import (
@@ -83,17 +83,17 @@ def train_autoencoder(
     settings = run_settings(train_config, model_config, loss_config, tiles)
     start_or_resume(run_dir, settings)
     torch.manual_seed(train_config.seed)
-    model = build_autoencoder(model_config)
+    model = Autoencoder(model_config)
     result = train(model, AutoencoderObjective(tiles.images, loss_config), train_config, run_dir, on_step)
     if not result.is_main_process:  # other ranks of a multi-process run: the main one writes the folder
         return _rank_result(model_dir / AUTOENCODER_DIR, result)
     ema = result.ema.eval()
     shift, scale = measure_latent_statistics(ema, tiles.images)
-    final_config = model_config.model_copy(update={"scaling_factor": scale, "latent_shift": tuple(shift)})
+    ema.autoencoder_config = model_config.model_copy(update={"scaling_factor": scale, "latent_shift": tuple(shift)})
     folder = model_dir / AUTOENCODER_DIR
+    facts = provenance(manifest, len(tiles), train_config, result.seconds, result.items_per_second)
     with atomic_dir(folder) as tmp:
-        save_autoencoder(ema.cpu(), final_config, tmp)
-    _append_provenance(folder, provenance(manifest, len(tiles), train_config, result.seconds, result.items_per_second))
+        ema.cpu().save(tmp, **facts)
     return RecipeResult(folder, result.steps_done, result.resumed_from, result.seconds, result.items_per_second)
 
 
@@ -122,7 +122,8 @@ def finetune_decoder(
 
     model_dir, base_dir = Path(model_dir), Path(base_dir)
     base_ae = base_dir / AUTOENCODER_DIR if (base_dir / AUTOENCODER_DIR).is_dir() else base_dir
-    autoencoder, ae_config = load_autoencoder(base_ae)
+    autoencoder = Autoencoder.load(base_ae)
+    ae_config = autoencoder.autoencoder_config
     run_dir = model_dir / RUNS_DIR / DECODER_RUN
     base_digest = file_digest(base_ae / WEIGHTS_NAME)
     settings = run_settings(train_config, ae_config, loss_config, tiles, base=base_digest)
@@ -132,15 +133,14 @@ def finetune_decoder(
     result = train(tuner, DecoderGanObjective(tiles.images, loss_config), train_config, run_dir, on_step)
     if not result.is_main_process:
         return _rank_result(model_dir / AUTOENCODER_DIR, result)
-    tuned, _ = load_autoencoder(base_ae)  # the base's encoder bit for bit, the EMA decoder
+    tuned = Autoencoder.load(base_ae)  # the base's encoder and latent statistics bit for bit, the EMA decoder
     tuned.load_state_dict({**tuned.state_dict(), **result.ema.decoder_state()})
     folder = model_dir / AUTOENCODER_DIR
-    with atomic_dir(folder) as tmp:
-        save_autoencoder(tuned.cpu(), ae_config, tmp)
     facts = provenance(manifest, len(tiles), train_config, result.seconds, result.items_per_second)
     facts["decoder_finetune"] = {"base": str(base_ae), "base_weights_sha256": base_digest,
                                  "objective": loss_config.model_dump(mode="json")}
-    _append_provenance(folder, facts)
+    with atomic_dir(folder) as tmp:
+        tuned.cpu().save(tmp, **facts)
     if base_ae != base_dir:
         copy_missing_parts(base_dir, model_dir)
     return RecipeResult(folder, result.steps_done, result.resumed_from, result.seconds, result.items_per_second)
@@ -159,17 +159,6 @@ def copy_missing_parts(base_dir: Path, model_dir: Path) -> None:
         elif source.is_file() and not target.exists():
             with atomic_path(target) as tmp:
                 shutil.copy2(source, tmp)
-
-
-def _append_provenance(folder: Path, facts: dict) -> None:
-    import json
-
-    from histosynth.io import write_json
-
-    path = folder / "histosynth.json"
-    payload = json.loads(path.read_text())
-    payload.update(facts)
-    write_json(path, payload)
 
 
 def train_denoiser(
@@ -193,7 +182,8 @@ def train_denoiser(
 
     model_dir = Path(model_dir)
     run_dir = model_dir / RUNS_DIR / DENOISER_DIR
-    autoencoder, ae_config = load_autoencoder(autoencoder_dir)
+    autoencoder = Autoencoder.load(autoencoder_dir)
+    ae_config = autoencoder.autoencoder_config
     init = _load_init_denoiser(init_dir, model_config) if init_dir is not None else None
     settings = run_settings(train_config, model_config, loss_config, tiles,
                              autoencoder=ae_config.model_dump(mode="json"),
@@ -225,7 +215,7 @@ def train_denoiser(
     if init:
         facts["continued_from"] = {"folder": str(init_dir), "weights_sha256": init[1]}
     with atomic_dir(folder) as tmp:
-        save_denoiser(result.ema.eval().cpu(), tmp, labels=manifest.classes.labels, **facts)
+        result.ema.eval().cpu().save(tmp, labels=manifest.classes.labels, **facts)
     manifest.classes.save(model_dir / "classes.json")
     return RecipeResult(folder, result.steps_done, result.resumed_from, result.seconds, result.items_per_second)
 
@@ -234,11 +224,11 @@ def _load_init_denoiser(init_dir: str | Path, model_config: DenoiserConfig) -> t
     """The denoiser a further leg starts from, and its weights' digest; one line if its architecture differs."""
     from histosynth.errors import InputError
     from histosynth.io import file_digest
-    from histosynth.models.denoiser import WEIGHTS_NAME, load_denoiser
+    from histosynth.models.denoiser import WEIGHTS_NAME
 
     init_dir = Path(init_dir)
     init_dir = init_dir / DENOISER_DIR if (init_dir / DENOISER_DIR).is_dir() else init_dir
-    model = load_denoiser(init_dir)
+    model = ConditionalDenoiser.load(init_dir)
     if model.config != model_config:
         differ = sorted(k for k, v in model_config.model_dump().items() if model.config.model_dump().get(k) != v)
         raise InputError(f"its denoiser differs from the configured one ({', '.join(differ)}); "
@@ -300,8 +290,7 @@ def train_mask_model(
     folder = model_dir / MASK_MODEL_DIR
     facts = provenance(manifest, int(known.sum()), train_config, result.seconds, result.items_per_second)
     with atomic_dir(folder) as tmp:
-        save_denoiser(result.ema.eval().cpu(), tmp, labels=manifest.classes.labels, role="mask", factor=factor,
-                      **facts)
+        result.ema.eval().cpu().save(tmp, labels=manifest.classes.labels, role="mask", factor=factor, **facts)
     return RecipeResult(folder, result.steps_done, result.resumed_from, result.seconds, result.items_per_second)
 
 
@@ -318,7 +307,7 @@ def train_histology_encoder(
     on_step: Progress | None = None,
 ) -> RecipeResult:
     """Self-supervised (SimCLR) training of the histology encoder; writes ``model_dir/encoder``."""
-    from histosynth.models.histology_encoder import ContrastiveModel, save_histology_encoder
+    from histosynth.models.histology_encoder import ContrastiveModel
     from histosynth.training.contrastive import ContrastiveObjective
 
     model_dir = Path(model_dir)
@@ -334,5 +323,5 @@ def train_histology_encoder(
     folder = model_dir / ENCODER_DIR
     facts = provenance(manifest, len(tiles), train_config, result.seconds, result.items_per_second)
     with atomic_dir(folder) as tmp:
-        save_histology_encoder(result.ema.backbone.eval().cpu(), tmp, **facts)
+        result.ema.backbone.eval().cpu().save(tmp, **facts)
     return RecipeResult(folder, result.steps_done, result.resumed_from, result.seconds, result.items_per_second)
