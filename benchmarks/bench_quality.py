@@ -133,12 +133,13 @@ def generate_from_train(model: LatentDiffusionModel, train: TileTensors, items: 
     """Generate (or resume) each (tile id, train index, seed) from that train tile's label and mask.
 
     Uses ``args.steps``, ``args.guidance``, ``args.sampler``, ``args.batch``, ``args.device`` and, when
-    present, ``args.guidance_interval``.
+    present, ``args.guidance_interval``, ``args.precision`` and ``args.feature_reuse``.
     """
     interval = getattr(args, "guidance_interval", "0,1")
     settings = SamplingSettings(steps=args.steps, guidance=args.guidance, sampler=args.sampler, batch_size=args.batch,
                                 guidance_interval=tuple(float(v) for v in str(interval).split(",")),
-                                precision=getattr(args, "precision", "float32"))
+                                precision=getattr(args, "precision", "float32"),
+                                feature_reuse=getattr(args, "feature_reuse", 1))
     sampler = TileSampler(model, settings, args.device)
     settings = sampler.settings  # precision resolved
     identity, labels = model.identity, model.classes.labels

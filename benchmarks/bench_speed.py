@@ -56,7 +56,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", default="src/histosynth/weights/default")
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="manifest with a train split")
     parser.add_argument("--ours", default=None,
-                        help="sampler:steps:guidance[@low-high] for histosynth (default: the package defaults)")
+                        help="sampler:steps:guidance[@low-high][:reuseN] for histosynth (default: the package "
+                        "defaults)")
     parser.add_argument("--precision", default=None, help="histosynth's precision (default: the package default)")
     parser.add_argument("--n", type=int, default=412)
     parser.add_argument("--batch", type=int, default=16)
@@ -73,7 +74,8 @@ def our_settings(args: argparse.Namespace) -> SamplingSettings:
     if args.ours:
         s = parse_setting(args.ours)
         low, high = (float(v) for v in s.guidance_interval.split(","))
-        values.update(sampler=s.sampler, steps=s.steps, guidance=s.guidance, guidance_interval=(low, high))
+        values.update(sampler=s.sampler, steps=s.steps, guidance=s.guidance, guidance_interval=(low, high),
+                      feature_reuse=s.feature_reuse)
     if args.precision:
         values["precision"] = args.precision
     return SamplingSettings(**values)

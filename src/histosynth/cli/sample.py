@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from histosynth.sampling.settings import SamplingSettings
+from histosynth.sampling.settings import MAX_FEATURE_REUSE, SamplingSettings
 
 DEFAULTS = SamplingSettings()
 DEFAULTS_INTERVAL = ",".join(f"{v:g}" for v in DEFAULTS.guidance_interval)
@@ -56,6 +56,11 @@ def sample(
     precision: str = typer.Option(
         DEFAULTS.precision, help="Arithmetic of the denoiser and decoder: float32, bfloat16, or auto (bfloat16 "
         "where the CPU/GPU computes it natively; ~1.7x faster on such CPUs; --prototype: float32 unless given)."),
+    feature_reuse: int = typer.Option(
+        DEFAULTS.feature_reuse, "--feature-reuse", min=1, max=MAX_FEATURE_REUSE, metavar="N",
+        help="DeepCache-style reuse of the denoiser's deep features: the full denoiser runs at the first step and "
+        "every N steps, the steps between recompute only its shallow path (faster, approximate; the manifest's "
+        "sampler column records +reuseN). 1 = off, exact."),
     seed: int = typer.Option(0, help="Base seed: tile i of a class uses seed + i."),
     batch_size: int = typer.Option(DEFAULTS.batch_size, min=1, help="Tiles per batch."),
     device: str = typer.Option("cpu", help="torch device, e.g. cpu or cuda."),
@@ -107,7 +112,7 @@ def sample(
             model=model, n=n, labels=label, masks=masks or "procedural", foreground=foreground, steps=steps,
             guidance=guidance, sampler=sampler, seed=seed, batch_size=batch_size, device=device, out=out, like=like,
             like_weight=like_weight, prototype=prototype, prototype_classifier=prototype_classifier,
-            prototype_guidance=prototype_guidance, precision=precision,
+            prototype_guidance=prototype_guidance, precision=precision, feature_reuse=feature_reuse,
             given={p for p in ("label", "masks") if _given(ctx, p)})
     from histosynth.models.pipeline import LatentDiffusionModel
     from histosynth.sampling.generate import check_output, choose_mask_source, generate_dataset
@@ -127,7 +132,8 @@ def sample(
     if note:
         typer.echo(note)
     settings = SamplingSettings(steps=steps, guidance=guidance, sampler=sampler, batch_size=batch_size,
-                                guidance_interval=parse_interval(guidance_interval), precision=precision)
+                                guidance_interval=parse_interval(guidance_interval), precision=precision,
+                                feature_reuse=feature_reuse)
     check_output(loaded, out, n, ids, source, settings, seed, device)  # every one-line refusal before the bar
     with progress_bar("sampling", n * len(ids)) as advance:
         if ray is not None:

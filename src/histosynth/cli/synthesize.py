@@ -26,7 +26,7 @@ def guided_sample(
     *, model: Optional[Path], n: int, labels: list[str], masks: str, foreground: float, steps: int, guidance: float,
     sampler: str, seed: int, batch_size: int, device: str, out: Path, like: Optional[Path], like_weight: float,
     prototype: Optional[str], prototype_classifier: Optional[Path], prototype_guidance: float, given: set[str],
-    precision: str = "float32",
+    precision: str = "float32", feature_reuse: int = 1,
 ) -> None:
     """``histosynth sample --like IMG`` / ``--prototype P``: ``n`` tiles; the class and mask are conditions
     only when ``--label`` / ``--masks`` were given on the command line (named in ``given``; else null class,
@@ -50,7 +50,7 @@ def guided_sample(
     if "label" in given and len(labels) != 1:
         raise InputError("--like / --prototype take at most one --label")
     settings = SamplingSettings(steps=steps, guidance=guidance, sampler=sampler, batch_size=batch_size,
-                                like_weight=like_weight, precision=precision,
+                                like_weight=like_weight, precision=precision, feature_reuse=feature_reuse,
                                 prototype_guidance=prototype_guidance if prototype is not None else 0.0)
     _check_out(out, device, seed, n)
     loaded = LatentDiffusionModel.load(model or default_model_dir())

@@ -8,7 +8,8 @@ tile's pixels do not depend on the batch it was sampled in.
 Two optional conditions sit on top (both off, i.e. the code above exactly, unless asked for):
 a tile embedding for a denoiser trained with one (``--like``: its own guidance weight, see
 :class:`GuidedDenoiser`), and classifier guidance towards a prototype by a latent classifier
-(:mod:`histosynth.sampling.guidance`, DDIM only).
+(:mod:`histosynth.sampling.guidance`, DDIM only). ``settings.feature_reuse > 1`` swaps in the approximate,
+faster DeepCache-style denoiser (:mod:`histosynth.sampling.feature_cache`); 1 runs the exact path.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from histosynth.errors import InputError
 from histosynth.models.conditioning import mask_fractions
 from histosynth.models.denoiser import DenoiserConfig
 from histosynth.models.pipeline import LatentDiffusionModel
+from histosynth.sampling.feature_cache import FeatureReuse, check_reusable
 from histosynth.sampling.settings import STOCHASTIC_SAMPLERS, SamplerName, SamplingSettings, check_sampler
 
 __all__ = ["GuidedDenoiser", "SamplerName", "SamplingSettings", "TileSampler", "build_scheduler"]
@@ -141,6 +143,10 @@ class TileSampler:
         self.tile_size = model.autoencoder_config.tile_size
         #: The latent prototype classifier for classifier guidance (``prototypes=`` in :meth:`sample`).
         self.classifier = classifier.to(self.device) if classifier is not None else None
+        if self.settings.feature_reuse > 1:
+            check_reusable(model.denoiser)  # a denoiser it cannot split: one line now, not mid-run
+        #: The last :meth:`denoise`'s feature-reuse wrapper (full/partial forward counts), if one ran.
+        self.feature_reuse: FeatureReuse | None = None
 
     def check_mask(self, mask: np.ndarray, source: str = "mask") -> None:
         """A mask must be tile-sized and hold valid class ids (:meth:`LatentDiffusionModel.check_mask`)."""
@@ -168,8 +174,12 @@ class TileSampler:
         scheduler.set_timesteps(self.settings.steps, device=self.device)
         latents = latents.to(self.device) * scheduler.init_noise_sigma
         precision = self.settings.precision
-        guided = GuidedDenoiser(self.model.denoiser, self.settings.guidance, self.settings.like_weight, precision)
-        unguided = GuidedDenoiser(self.model.denoiser, 1.0, self.settings.like_weight, precision)
+        denoiser = self.model.denoiser
+        reuse = self.feature_reuse = None
+        if self.settings.feature_reuse > 1:  # one cache per trajectory, shared by the guided and plain forwards
+            denoiser = reuse = self.feature_reuse = FeatureReuse(denoiser, self.settings.feature_reuse)
+        guided = GuidedDenoiser(denoiser, self.settings.guidance, self.settings.like_weight, precision)
+        unguided = GuidedDenoiser(denoiser, 1.0, self.settings.like_weight, precision)
         low, high = self.settings.guidance_interval
         total = self.model.denoiser.config.num_train_timesteps
         labels, fractions = labels.to(self.device), fractions.to(self.device)
@@ -177,6 +187,8 @@ class TileSampler:
         steer = self._classifier_guidance(scheduler, prototypes)
         for i, t in enumerate(scheduler.timesteps):
             model = guided if low <= float(t) / total <= high else unguided
+            if reuse is not None:
+                reuse.begin_step(i)
             out = model(scheduler.scale_model_input(latents, t), t, labels, fractions, **extra)
             if steer is not None:
                 out = steer(out, latents, t)

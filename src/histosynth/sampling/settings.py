@@ -23,6 +23,9 @@ Precision = Literal["auto", "float32", "bfloat16"]
 PRECISIONS: tuple[str, ...] = ("auto", "float32", "bfloat16")
 
 
+#: Largest feature-reuse interval (full denoiser forwards every N steps); beyond it the deep features are stale.
+MAX_FEATURE_REUSE = 10
+
 #: Classifier guidance towards a prototype steps through DDIM only, and its hit rates were measured at DDIM 50
 #: in float32 (docs/benchmarks.md): what a prototype-guided run gets for each of these it is not given.
 CLASSIFIER_GUIDANCE_DEFAULTS: dict[str, Any] = {"sampler": "ddim", "steps": 50, "precision": "float32"}
@@ -59,6 +62,11 @@ class SamplingSettings(BaseModel):
     #: The denoiser's and decoder's arithmetic; ``auto`` is resolved per device before a run
     #: (``sampler.resolve_precision``): bf16 held FID (87.1 vs 87.1 in float32, UniPC 20).
     precision: Precision = "auto"
+    #: DeepCache-style feature reuse (issue K): the full denoiser runs at the first step and then every
+    #: ``feature_reuse`` steps; the steps between reuse its cached deep features and recompute only the shallow
+    #: path (:mod:`histosynth.sampling.feature_cache`, which states the schedule). Approximate and faster; 1 (the
+    #: default) = off, the exact path.
+    feature_reuse: int = Field(1, ge=1, le=MAX_FEATURE_REUSE, strict=True)
 
     def __init__(self, **values: Any) -> None:
         try:
@@ -84,10 +92,12 @@ class SamplingSettings(BaseModel):
 
     @property
     def sampler_record(self) -> str:
-        """The manifest's ``sampler`` column: the sampler, with ``+bf16`` when the denoiser ran in bfloat16."""
+        """The manifest's ``sampler`` column: the sampler, with ``+bf16`` when the denoiser ran in bfloat16 and
+        ``+reuseN`` when it reused deep features for N - 1 of every N steps (``feature_reuse``)."""
         if self.precision == "auto":
             raise ValueError("resolve the precision for a device before recording it")
-        return self.sampler + ("+bf16" if self.precision == "bfloat16" else "")
+        return (self.sampler + ("+bf16" if self.precision == "bfloat16" else "")
+                + (f"+reuse{self.feature_reuse}" if self.feature_reuse > 1 else ""))
 
     @property
     def guidance_record(self) -> float | str:
