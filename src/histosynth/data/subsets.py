@@ -33,19 +33,25 @@ def subset_records(manifest: TileManifest, fraction: float, seed: int, task: Tas
 
 def write_subset(real: str | Path, out: str | Path, fraction: float, seed: int, task: Task = "classification",
                  unlabel_rest: bool = False, classes: str | None = None) -> dict:
-    """Write ``out/manifest.csv`` (absolute paths, split ``train``), ``classes.json`` (the real class list, so
-    label ids match a model trained on all tiles) and ``subset.json`` (the draw and its counts); returns the last."""
+    """Write ``out/manifest.csv`` (absolute paths, split ``train``, rows in the source's train order),
+    ``classes.json`` (the real class list, so label ids match a model trained on all tiles) and ``subset.json``
+    (the draw and its counts); returns the last."""
     from histosynth.io import atomic_open, write_json
 
     manifest = load_manifest(real, classes)
     subset, rest = subset_records(manifest, fraction, seed, task, unlabel_rest)
+    # Rows in the source's train order: with --unlabel-rest every (fraction, seed) folder then holds the same
+    # tiles in the same order as the whole train split, so a denoiser trained on either has the same latent
+    # cache key (training.latents: autoencoder + tile pixels), and a fine-tune can reuse the base's latents.
+    position = {r.id: k for k, r in enumerate(manifest.select_split("train").records)}
+    rows = sorted(subset + rest, key=lambda r: position[r.id])
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    extra = sorted({key for r in subset + rest for key in r.extra})
+    extra = sorted({key for r in rows for key in r.extra})
     with atomic_open(out / MANIFEST_FILE_NAME, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=[*STANDARD_COLUMNS, *extra])
         writer.writeheader()
-        for record in subset + rest:
+        for record in rows:
             writer.writerow({"id": record.id, "image": str(record.image.resolve()),
                              "mask": str(record.mask.resolve()) if record.mask else "", "label": record.label or "",
                              "split": "train", **{key: record.extra.get(key, "") for key in extra}})
