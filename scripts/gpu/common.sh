@@ -1,12 +1,25 @@
 # Shared steps of the prepared GPU scripts (scripts/gpu/README.md): sourced by issue_h_legs.sh and
-# issue_i_generators.sh once each has set T0 (start, epoch seconds), DRY (1 = CPU dry run), PY, WORK, THREADS,
-# BUDGET and TAIL, from the repo root.
+# issue_i_generators.sh right after setting T0 (start, epoch seconds), REPO and DRY (1 = CPU dry run), from the repo
+# root; the functions read PY, WORK, THREADS, BUDGET and TAIL when called.
+#   hs_paths NAME        OUT, WORK and PY (a temporary OUT/WORK and the local .venv in a dry run)
 #   hs_python [effnet]   the device's python3 + the carried wheels (.gpu/wheels, installed once into WORK/site;
 #                        the local .venv in a dry run), the environment every leg runs in, and a check that the
 #                        training stack imports (with `effnet`: the trimmed EfficientNet of the perceptual loss
 #                        too) and that CUDA is there (off a dry run)
 #   hs_data LIMIT        .gpu/ebhi_train.zip -> WORK/ebhi (PNG tiles + manifest.csv), once; LIMIT > 0 keeps
 #                        that many evenly spaced tiles (the dry run); sets DATA
+hs_paths() {  # $1 = the script's name (issue_h, issue_i): sets OUT, WORK and PY for a dry run or the device
+  if [ "$DRY" = 1 ]; then
+    OUT=${OUT:-$(mktemp -d "/tmp/$1_out.XXXXXX")}
+    WORK=${HS_WORK:-$(mktemp -d "/tmp/$1_work.XXXXXX")}
+    PY=${HS_PYTHON:-$REPO/.venv/bin/python}
+  else
+    if [ -z "${OUT:-}" ]; then echo "OUT is not set (the device tool sets it; HS_DRY_RUN=1 for a CPU dry run)"; exit 2; fi
+    WORK=${HS_WORK:-/tmp/$1}
+    PY=${HS_PYTHON:-python3}
+  fi
+}
+
 now() { date +%s; }
 say() { echo "[$(( $(now) - T0 ))s] $*"; }
 left() { echo $(( T0 + BUDGET - TAIL - $(now) )); }  # seconds until the legs must stop

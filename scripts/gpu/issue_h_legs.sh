@@ -26,16 +26,12 @@ cd "$(dirname "$0")/../.."
 REPO=$PWD
 DRY=${HS_DRY_RUN:-0}
 
+source scripts/gpu/common.sh  # hs_paths, now, say, left, fail, hs_python, hs_data
+hs_paths issue_h
 if [ "$DRY" = 1 ]; then
-  OUT=${OUT:-$(mktemp -d /tmp/issue_h_out.XXXXXX)}
-  WORK=${HS_WORK:-$(mktemp -d /tmp/issue_h_work.XXXXXX)}
-  PY=${HS_PYTHON:-$REPO/.venv/bin/python}
   BUDGET=${HS_BUDGET_S:-420}; TAIL=${HS_TAIL_S:-90}; STARTUP=${HS_STARTUP_S:-60}; THREADS=${HS_THREADS:-1}
   TILES=${HS_DRY_TILES:-24}; BEAT=20; DEC_LIMIT=${HS_DEC_LIMIT_S:-150}
 else
-  if [ -z "${OUT:-}" ]; then echo "OUT is not set (the device tool sets it; HS_DRY_RUN=1 for a CPU dry run)"; exit 2; fi
-  WORK=${HS_WORK:-/tmp/issue_h}
-  PY=${HS_PYTHON:-python3}
   BUDGET=${HS_BUDGET_S:-480}; TAIL=${HS_TAIL_S:-60}; STARTUP=${HS_STARTUP_S:-30}; THREADS=${HS_THREADS:-4}
   TILES=0; BEAT=30; DEC_LIMIT=${HS_DEC_LIMIT_S:-}
 fi
@@ -43,8 +39,6 @@ mkdir -p "$OUT" "$WORK"
 LOG=$OUT/issue_h.log
 exec > >(tee -a "$LOG") 2>&1
 TEE_PID=$!
-
-source scripts/gpu/common.sh  # now, say, left, fail, hs_python, hs_data
 
 DENOISER=${HS_DENOISER:-v2}
 DECODER=${HS_DECODER:-1}

@@ -26,16 +26,12 @@ cd "$(dirname "$0")/../.."
 REPO=$PWD
 DRY=${HS_DRY_RUN:-0}
 
+source scripts/gpu/common.sh  # hs_paths, now, say, left, fail, hs_python, hs_data
+hs_paths issue_i
 if [ "$DRY" = 1 ]; then
-  OUT=${OUT:-$(mktemp -d /tmp/issue_i_out.XXXXXX)}
-  WORK=${HS_WORK:-$(mktemp -d /tmp/issue_i_work.XXXXXX)}
-  PY=${HS_PYTHON:-$REPO/.venv/bin/python}
   BUDGET=${HS_BUDGET_S:-900}; TAIL=${HS_TAIL_S:-120}; STARTUP=${HS_STARTUP_S:-60}; THREADS=${HS_THREADS:-1}
   TILES=${HS_DRY_TILES:-24}; SEEDS=${HS_SEEDS:-2}; JOBS=${HS_JOBS:-2}; FT_WINDOW=${HS_FT_WINDOW_S:-420}; BEAT=20
 else
-  if [ -z "${OUT:-}" ]; then echo "OUT is not set (the device tool sets it; HS_DRY_RUN=1 for a CPU dry run)"; exit 2; fi
-  WORK=${HS_WORK:-/tmp/issue_i}
-  PY=${HS_PYTHON:-python3}
   BUDGET=${HS_BUDGET_S:-480}; TAIL=${HS_TAIL_S:-60}; STARTUP=${HS_STARTUP_S:-30}; THREADS=${HS_THREADS:-4}
   TILES=0; SEEDS=${HS_SEEDS:-5}; JOBS=${HS_JOBS:-10}; FT_WINDOW=${HS_FT_WINDOW_S:-170}; BEAT=30
 fi
@@ -46,7 +42,6 @@ mkdir -p "$OUT" "$WORK"
 LOG=$WORK/issue_i.log  # comes back inside the bundle (and beside it when fewer than 7 parts leave room)
 exec > >(tee -a "$LOG") 2>&1
 TEE_PID=$!
-source scripts/gpu/common.sh  # now, say, left, fail, hs_python, hs_data
 say "issue I generators: dry_run=$DRY fractions=$FRACTIONS seeds=$SEEDS jobs=$JOBS budget=${BUDGET}s" \
     "fine-tune window=${FT_WINDOW}s tail=${TAIL}s work=$WORK out=$OUT"
 
