@@ -1,6 +1,6 @@
 # Shared steps of the prepared GPU scripts (scripts/gpu/README.md): sourced by issue_h_legs.sh and
-# issue_i_generators.sh right after setting T0 (start, epoch seconds), REPO and DRY (1 = CPU dry run), from the repo
-# root; the functions read PY, WORK, THREADS, BUDGET and TAIL when called.
+# issue_i_generators.sh first thing, from the repo root; sets T0 (start, epoch seconds), REPO and DRY (HS_DRY_RUN:
+# 1 = CPU dry run); the functions read PY, WORK, THREADS, BUDGET and TAIL when called.
 #   hs_paths NAME        OUT, WORK and PY (a temporary OUT/WORK and the local .venv in a dry run)
 #   hs_python [effnet]   the device's python3 + the carried wheels (.gpu/wheels, installed once into WORK/site;
 #                        the local .venv in a dry run), the environment every leg runs in, and a check that the
@@ -8,6 +8,10 @@
 #                        too) and that CUDA is there (off a dry run)
 #   hs_data LIMIT        .gpu/ebhi_train.zip -> WORK/ebhi (PNG tiles + manifest.csv), once; LIMIT > 0 keeps
 #                        that many evenly spaced tiles (the dry run); sets DATA
+T0=$(date +%s)
+REPO=$PWD
+DRY=${HS_DRY_RUN:-0}
+
 hs_paths() {  # $1 = the script's name (issue_h, issue_i): sets OUT, WORK and PY for a dry run or the device
   if [ "$DRY" = 1 ]; then
     OUT=${OUT:-$(mktemp -d "/tmp/$1_out.XXXXXX")}

@@ -21,12 +21,8 @@
 #   HS_DN_STEPS, HS_DEC_STEPS  fixed step counts instead; HS_BUDGET_S, HS_TAIL_S, HS_STARTUP_S, HS_THREADS
 # Rerunning on the same (warm) machine resumes both legs from their checkpoints (same generated configs).
 set -uo pipefail
-T0=$(date +%s)
 cd "$(dirname "$0")/../.."
-REPO=$PWD
-DRY=${HS_DRY_RUN:-0}
-
-source scripts/gpu/common.sh  # hs_paths, now, say, left, fail, hs_python, hs_data
+source scripts/gpu/common.sh  # T0, REPO, DRY; hs_paths, now, say, left, fail, hs_python, hs_data
 hs_paths issue_h
 if [ "$DRY" = 1 ]; then
   BUDGET=${HS_BUDGET_S:-420}; TAIL=${HS_TAIL_S:-90}; STARTUP=${HS_STARTUP_S:-60}; THREADS=${HS_THREADS:-1}

@@ -21,12 +21,8 @@
 # HS_FT_WINDOW_S, HS_TAIL_S, HS_STARTUP_S. A rerun on the same (warm) machine keeps a base that has a model
 # (finished or finalised: the fine-tunes start from it) and resumes every unfinished fine-tune from its checkpoints.
 set -uo pipefail
-T0=$(date +%s)
 cd "$(dirname "$0")/../.."
-REPO=$PWD
-DRY=${HS_DRY_RUN:-0}
-
-source scripts/gpu/common.sh  # hs_paths, now, say, left, fail, hs_python, hs_data
+source scripts/gpu/common.sh  # T0, REPO, DRY; hs_paths, now, say, left, fail, hs_python, hs_data
 hs_paths issue_i
 if [ "$DRY" = 1 ]; then
   BUDGET=${HS_BUDGET_S:-900}; TAIL=${HS_TAIL_S:-120}; STARTUP=${HS_STARTUP_S:-60}; THREADS=${HS_THREADS:-1}
