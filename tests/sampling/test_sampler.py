@@ -252,3 +252,15 @@ def test_bfloat16_is_recorded_close_to_float32_and_not_mixed_on_resume(tiny_mode
         SamplingSettings(precision="auto").sampler_record
     with pytest.raises(InputError, match="precision"):
         SamplingSettings(precision="float16")
+
+
+def test_an_unknown_sampler_is_named_short_and_with_its_source() -> None:
+    from histosynth.errors import InputError
+    from histosynth.sampling.settings import check_sampler
+
+    with pytest.raises(InputError) as caught:
+        check_sampler("x" * 500, "sampler")
+    message = str(caught.value)
+    assert message.startswith("sampler: unknown sampler 'xxxx") and "x" * 41 not in message
+    assert len(message) < 120 and "unipc" in message
+    assert check_sampler("ddim") == "ddim"

@@ -31,10 +31,13 @@ MAX_FEATURE_REUSE = 10
 CLASSIFIER_GUIDANCE_DEFAULTS: dict[str, Any] = {"sampler": "ddim", "steps": 50, "precision": "float32"}
 
 
-def check_sampler(name: Any) -> str:
-    """``name`` if it is a known sampler, else one line listing them."""
+def check_sampler(name: Any, source: str | None = None) -> str:
+    """``name`` if it is a known sampler, else one line listing them (naming ``source``: a file, a form field).
+
+    The echoed name is shortened to 40 characters, so a request cannot fill the error with its own text."""
     if not isinstance(name, str) or name not in SAMPLERS:
-        raise InputError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
+        shown = name if not isinstance(name, str) or len(name) <= 40 else name[:40] + "..."
+        raise InputError(f"unknown sampler {shown!r}; choose one of {', '.join(SAMPLERS)}", source)
     return name
 
 

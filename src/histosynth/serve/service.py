@@ -19,7 +19,7 @@ import numpy as np
 from histosynth.data.classes import ClassList
 from histosynth.errors import InputError
 from histosynth.models.pipeline import LatentDiffusionModel
-from histosynth.sampling.settings import SAMPLERS, SamplerName, SamplingSettings
+from histosynth.sampling.settings import SamplerName, SamplingSettings, check_sampler
 from histosynth.serve.uploads import PALETTE, MaskEncoding, decode_mask, decode_rgb
 
 DEFAULTS = SamplingSettings()
@@ -182,12 +182,10 @@ class GenerationService:
             raise InputError("missing upload: paint or upload a mask", "mask")
         mask = decode_mask(files["mask"], "mask", limits.max_side, classes, encoding, self.tile)
         label = resolve_label(classes, values.get("label", ""))
-        sampler = values.get("sampler", DEFAULTS.sampler) or DEFAULTS.sampler
-        if sampler not in SAMPLERS:
-            raise InputError(f"unknown sampler {_shown(sampler)}; choose one of {', '.join(SAMPLERS)}", "sampler")
+        sampler = check_sampler(values.get("sampler", DEFAULTS.sampler) or DEFAULTS.sampler, "sampler")
         request = GenerateRequest(
             mode=mode.name, mask=mask, label=label, sampler=sampler,  # type: ignore[arg-type]
-            steps=int(_number(values, "steps", 20, 1, limits.max_steps, whole=True)),
+            steps=int(_number(values, "steps", DEFAULTS.steps, 1, limits.max_steps, whole=True)),
             guidance=_number(values, "guidance", DEFAULTS.guidance, 0.0, limits.max_guidance),
             seed=int(_number(values, "seed", 0, 0, MAX_SEED, whole=True)))
         for spec in mode.fields:
