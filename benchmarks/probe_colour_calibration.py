@@ -13,6 +13,7 @@ is scored on.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -71,9 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     for folder in args.eval:
         raw = load_folder(folder)
         for name, tiles in (("raw", raw), ("calibrated", calibrate(raw, source, target))):
-            metrics = fidelity_metrics(train_f, cached_features(args.cache, "colour-probe", cache_key(
-                str(folder.resolve()), name, [float(v) for v in (*source[0], *source[1])]), iter(tiles), len(tiles),
-                "cpu"))
+            key = cache_key(hashlib.sha256(tiles.tobytes()).hexdigest())  # the pixels, so a changed folder re-encodes
+            metrics = fidelity_metrics(train_f, cached_features(args.cache, "colour-probe", key, iter(tiles),
+                                                                len(tiles), "cpu"))
             rows.append({"folder": str(folder), "tiles": name, **{k: round(float(v), 4) for k, v in metrics.items()}})
             print(json.dumps(rows[-1]), flush=True)
     print(json.dumps({"command": " ".join(sys.argv), "machine": machine(), "train_lab": [t.tolist() for t in target],
