@@ -13,7 +13,6 @@ to noise; bfloat16 rows change the arithmetic (they count only at measured equal
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 import tempfile
@@ -40,11 +39,9 @@ def interleaved_best(runs: dict[str, Callable[[], np.ndarray]], repeats: int) ->
     return {name: (best[name], outputs[name]) for name in runs}
 
 
-def runtimes(folder: str | None, inputs: dict[str, torch.Tensor], feed: dict[str, np.ndarray],
+def add_runtimes(folder: str, inputs: dict[str, torch.Tensor], feed: dict[str, np.ndarray],
              denoiser: torch.nn.Module, threads: int, runs: dict[str, Callable[[], np.ndarray]]) -> None:
-    """Add ONNX Runtime and OpenVINO runners of the denoiser exported to ONNX in ``folder`` (None: none)."""
-    if folder is None:
-        return
+    """Add ONNX Runtime and OpenVINO runners of the denoiser, exported to ONNX in ``folder``."""
     onnx_path = str(Path(folder) / "denoiser.onnx")
     torch.onnx.export(denoiser, tuple(inputs.values()), onnx_path, opset_version=17, dynamo=False,
                       input_names=list(inputs), output_names=["output"])
@@ -117,9 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         compiled()
         print(f"torch.compile (freezing): first call {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
         runs["torch.compile inductor float32 (frozen)"] = compiled
-    with contextlib.ExitStack() as stack:
-        folder = None if args.skip_runtimes else stack.enter_context(tempfile.TemporaryDirectory())
-        runtimes(folder, inputs, feed, denoiser, args.threads, runs)
+    with tempfile.TemporaryDirectory() as folder:
+        if not args.skip_runtimes:
+            add_runtimes(folder, inputs, feed, denoiser, args.threads, runs)
         timed = interleaved_best(runs, args.repeats)
     eager_s, reference = timed["torch eager float32"]
     rows = [{"runtime": name, "ms": round(seconds * 1e3, 1), "speed_up": round(eager_s / seconds, 2),
