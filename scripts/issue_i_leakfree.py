@@ -52,7 +52,8 @@ DEFAULT_FINETUNE = REPO / "configs" / "ebhi_denoiser_subset_finetune.yaml"
 BENCH = REPO / "benchmarks" / "bench_downstream.py"
 #: The cell folder name; bench_downstream formats ``--model`` with the same float and int, so the names agree.
 CELL_TEMPLATE = "f{fraction}_s{seed}"
-TASK = "classification"
+#: The task the subsets are drawn for unless --task says otherwise.
+DEFAULT_TASK = "classification"
 ARMS = "real,real-noaug,synthetic,extra-real"
 RECORD_KEY = "leak_free"
 
@@ -207,27 +208,31 @@ def grid(fractions: Sequence[float], seeds: int, out: Path) -> list[Cell]:
     return [Cell(f, s, out) for f in fractions for s in range(seeds)]
 
 
-def downstream_draw(data: Path, fraction: float, seed: int) -> list[str]:
-    """The ids of the subset bench_downstream.py draws for this cell (its own call, on its own manifest)."""
+def downstream_draw(data: Path, fraction: float, seed: int, task: str = DEFAULT_TASK) -> list[str]:
+    """The ids of the subset bench_downstream.py draws for this cell and task (its own call, on its own manifest)."""
     from histosynth.data.manifest import load_manifest
     from histosynth.data.splits import draw_subset
 
     train = load_manifest(data).select_split("train").records
-    return [r.id for r in draw_subset(train, fraction, seed, TASK)]
+    return [r.id for r in draw_subset(train, fraction, seed, task)]
 
 
 def ids_digest(ids: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()
 
 
-def check_subset(cell: Cell, data: Path) -> dict[str, Any]:
-    """``subset.json`` of the cell, after checking it is bench_downstream's draw for (fraction, seed)."""
+def check_subset(cell: Cell, data: Path, task: str = DEFAULT_TASK) -> dict[str, Any]:
+    """``subset.json`` of the cell, after checking it is bench_downstream's draw for (fraction, seed, task).
+
+    A subset written for the other task passes when it holds the same tiles: the generator depends on the tiles
+    only, so on data where every train tile has a label and a mask (EBHI-Seg) one generator per cell serves the
+    classification and the segmentation grid."""
     summary = _read_json(cell.subset / "subset.json")
-    expected = downstream_draw(data, cell.fraction, cell.seed)
-    if (summary.get("fraction"), summary.get("seed"), summary.get("task"), summary.get("unlabel_rest")) != (
-            cell.fraction, cell.seed, TASK, True) or sorted(summary["ids"]) != sorted(expected):
-        raise SystemExit(f"{cell.subset}: not the subset bench_downstream draws for fraction {cell.fraction:g}, "
-                         f"seed {cell.seed} ({len(summary.get('ids', []))} ids vs {len(expected)}); remove the "
+    expected = downstream_draw(data, cell.fraction, cell.seed, task)
+    if (summary.get("fraction"), summary.get("seed"), summary.get("unlabel_rest")) != (
+            cell.fraction, cell.seed, True) or sorted(summary["ids"]) != sorted(expected):
+        raise SystemExit(f"{cell.subset}: not the subset bench_downstream draws for {task} at fraction "
+                         f"{cell.fraction:g}, seed {cell.seed} ({len(summary.get('ids', []))} ids vs {len(expected)}); remove the "
                          "folder (and its train/ and models/ folders) or choose another --out")
     return summary
 
@@ -325,6 +330,7 @@ class Settings:
     config: Path
     threads: int | None
     runner: Runner
+    task: str = DEFAULT_TASK
 
 
 def run_cell(cell: Cell, base: Base, settings: Settings, latent_sources: Sequence[Path],
@@ -332,6 +338,7 @@ def run_cell(cell: Cell, base: Base, settings: Settings, latent_sources: Sequenc
     """Subset, fine-tune and assemble one cell (each step skipped when its output is there); returns the
     progress line's end."""
     if model_done(cell, base):
+        check_subset(cell, settings.data, settings.task)  # a finished generator serves only the draw it was made for
         stopped = _read_json(cell.model / "denoiser" / "histosynth.json").get("stopped_early")
         note = f", STOPPED EARLY at {stopped.get('checkpoint')} of {stopped.get('planned_steps')} steps" \
             if stopped else ""
@@ -340,10 +347,10 @@ def run_cell(cell: Cell, base: Base, settings: Settings, latent_sources: Sequenc
     if not (cell.subset / "subset.json").is_file():
         code = settings.runner(histosynth_command(
             "data", "subset", str(settings.data), "--fraction", repr(cell.fraction), "--seed", str(cell.seed),
-            "--task", TASK, "--unlabel-rest", "--classes", settings.classes, "--out", str(cell.subset)), cell.log)
+            "--task", settings.task, "--unlabel-rest", "--classes", settings.classes, "--out", str(cell.subset)), cell.log)
         if code != 0:
             raise RuntimeError(f"{cell.name}: data subset failed (exit {code}); see {cell.log}")
-    summary = check_subset(cell, settings.data)
+    summary = check_subset(cell, settings.data, settings.task)
     counts = f"{summary['labelled']} labelled + {summary['unlabelled']} unlabelled tiles"
     finished = cell.train / "denoiser" / "histosynth.json"
     if finished.is_file() and not (_read_json(finished).get("stopped_early") and last_checkpoint(cell)):
@@ -411,7 +418,7 @@ def train_cells(cells: Sequence[Cell], base: Base, settings: Settings, jobs: int
 def bench_command(args: argparse.Namespace, out: Path) -> list[str]:
     """bench_downstream.py over the grid, each subset's synthetic tiles from its own model folder."""
     command = [sys.executable, str(BENCH), "--model", str(out / "models" / CELL_TEMPLATE), "--data", str(args.data),
-               "--task", TASK, "--fractions", ",".join(repr(f) for f in args.fractions), "--seeds", str(args.seeds),
+               "--task", args.task, "--fractions", ",".join(repr(f) for f in args.fractions), "--seeds", str(args.seeds),
                "--rounds", args.rounds, "--modes", args.modes, "--arms", args.arms,
                "--train-steps", str(args.train_steps), "--size", str(args.size), "--checkpoint", args.checkpoint,
                "--out", str(out / "bench")]
@@ -440,6 +447,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                              "--base lacks them (default: the shipped model)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="manifest with train, val and test splits")
     parser.add_argument("--classes", default=None, help="class list (default: the base's classes.json)")
+    parser.add_argument("--task", choices=["classification", "segmentation"], default=DEFAULT_TASK,
+                        help="the grid's task, and the draw of each cell's subset; a cell made for the other task "
+                             "is reused when its subset holds the same tiles (EBHI-Seg: every tile has both)")
     parser.add_argument("--fractions", type=parse_fractions, default=(0.05, 0.1))
     parser.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1, as bench_downstream's --seeds")
     parser.add_argument("--out", type=Path, default=Path("bench_out/issue_i/leakfree"))
@@ -474,7 +484,7 @@ def main(argv: Sequence[str] | None = None, runner: Runner = run_logged) -> int:
     print(f"issue I leak-free: {len(cells)} cells ({','.join(f'{f:g}' for f in args.fractions)} x seeds "
           f"0-{args.seeds - 1}), base {base.folder} (leak-free: {base.facts['leak_free']}), fine-tune "
           f"{args.finetune_config}, out {out}", flush=True)
-    settings = Settings(args.data, classes, args.finetune_config, args.threads, runner)
+    settings = Settings(args.data, classes, args.finetune_config, args.threads, runner, args.task)
     with exclusive(out):
         failed = train_cells(cells, base, settings, args.jobs, args.latents)
         if failed:

@@ -173,7 +173,7 @@ def receive(args: argparse.Namespace) -> None:
         cell = driver.Cell(float(device_subset["fraction"]), int(device_subset["seed"]), dest)
         if cell.name != shipped.name:
             raise SystemExit(f"{shipped}: its subset.json names fraction {cell.fraction}, seed {cell.seed}")
-        local = write_subset(args.data, cell.subset, cell.fraction, cell.seed, driver.TASK, True,
+        local = write_subset(args.data, cell.subset, cell.fraction, cell.seed, driver.DEFAULT_TASK, True,
                              str(base / "classes.json"))
         if sorted(local["ids"]) != sorted(device_subset["ids"]):
             raise SystemExit(f"{shipped.name}: the device drew another subset than {args.data} gives here")

@@ -20,7 +20,7 @@ from histosynth.data.splits import draw_subset
 from histosynth.models.denoiser import DenoiserConfig
 from histosynth.training.objectives import DenoiserLossConfig, DenoiserObjective
 from histosynth.training.recipe_config import load_recipe
-from testkit import read_rows, run_cli, write_tile_dataset
+from testkit import read_rows, run_cli, write_rows, write_tile_dataset
 from tiny_models import CLASSES, tiny_autoencoder_config, tiny_denoiser_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -280,6 +280,34 @@ def test_the_grid_gets_each_subsets_own_model_and_issue_is_arms(trained: dict[st
     assert (options["--train-steps"], options["--size"], options["--checkpoint"]) == ("7", "16", "val")
     args = bench_downstream.parse_args(bench[3:])  # bench_downstream takes every option
     assert args.model == options["--model"]
+
+
+def test_a_segmentation_grid_reuses_the_cells_whose_subsets_hold_its_draw(trained: dict[str, Path],
+                                                                          tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(trained["out"], out)
+    for seed in (0, 1):  # every tile has a label and a mask: the two tasks draw the same tiles
+        assert driver.downstream_draw(trained["data"], 0.3, seed, "segmentation") == \
+            driver.downstream_draw(trained["data"], 0.3, seed)
+    calls: list[list[str]] = []
+    assert driver.main(_args(trained, "--task", "segmentation", out=out), runner=_cli_runner(calls)) == 0
+    (bench,) = calls  # no new subset and no fine-tune: the classification cells' generators serve
+    options = dict(zip(bench[3::2], bench[4::2]))
+    assert options["--task"] == "segmentation" and options["--model"] == str(out / "models" / driver.CELL_TEMPLATE)
+
+    # where the segmentation draw differs (train tiles without a mask), a cell is refused, never silently reused
+    fewer_masks = shutil.copytree(trained["data"].parent, tmp_path / "real") / "manifest.csv"
+    rows = read_rows(fewer_masks)
+    for row in rows[:12]:
+        if row["split"] == "train":
+            row["mask"] = ""
+    write_rows(fewer_masks, rows)
+    assert any(driver.downstream_draw(fewer_masks, 0.3, s, "segmentation") != driver.downstream_draw(fewer_masks, 0.3, s)
+               for s in (0, 1))
+    args = _args(trained, "--task", "segmentation", out=out)
+    args[args.index("--data") + 1] = str(fewer_masks)
+    with pytest.raises(SystemExit, match="not the subset bench_downstream draws for segmentation"):
+        driver.main(args, runner=_cli_runner(calls))
 
 
 def test_a_base_that_may_have_seen_labels_is_refused(trained: dict[str, Path], tmp_path: Path) -> None:
