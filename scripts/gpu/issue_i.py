@@ -44,17 +44,11 @@ def _copy_if(source: Path, target: Path) -> None:
 
 
 def _ship_one(source: Path, target: Path) -> None:
-    """``copy_model_half_precision`` (scripts/ship_model.py's) of a run folder's denoiser and classes, recording
+    """``copy_model_half_precision`` (scripts/ship_model.py's) of a run folder's denoiser and classes; it records
     the float32 weights' digest it was made from (what the fine-tunes' ``continued_from`` names)."""
-    from histosynth.io import file_digest, write_json
-    from histosynth.models.denoiser import WEIGHTS_NAME
     from histosynth.models.folder import copy_model_half_precision
 
     copy_model_half_precision(source, target)
-    facts_path = target / "denoiser" / "histosynth.json"
-    facts = json.loads(facts_path.read_text())
-    facts["float16_of"] = {"weights_sha256": file_digest(source / "denoiser" / WEIGHTS_NAME)}
-    write_json(facts_path, facts)
 
 
 def ship(args: argparse.Namespace) -> None:

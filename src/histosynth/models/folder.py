@@ -175,17 +175,21 @@ def load_weights(module: Any, path: str | Path) -> None:
         raise ModelFolderError(f"weights do not match the config ({first})", path) from None
 
 
-def copy_model_half_precision(source: str | Path, destination: str | Path) -> list[Path]:
+def copy_model_half_precision(source: str | Path, destination: str | Path,
+                              keep_run_record: bool = False) -> list[Path]:
     """Copy a model folder, storing every floating-point safetensors tensor as float16.
 
     Halves the size of shipped weights; loading casts them back to the module's float32
-    parameters. Other files are copied unchanged. Returns the rewritten weight files.
+    parameters. Other files are copied unchanged; each rewritten part's ``histosynth.json`` records the
+    digest of the float32 weights it was made from (``float16_of``). Training runs (``runs/``, checkpoints)
+    stay behind, except, with ``keep_run_record``, each run's ``run.json`` and ``metrics.jsonl`` (what
+    trained it, so a copy still says whether it saw labels). Returns the rewritten weight files.
     """
     import shutil
 
     from safetensors.torch import load_file, save_file
 
-    from histosynth.io import atomic_dir
+    from histosynth.io import atomic_dir, file_digest
 
     source = Path(source)
     if not source.is_dir():
@@ -196,5 +200,16 @@ def copy_model_half_precision(source: str | Path, destination: str | Path) -> li
         for path in sorted(tmp.rglob("*.safetensors")):
             state = load_file(str(path))
             save_file({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, str(path))
+            facts_path = path.parent / MANIFEST_NAME
+            if facts_path.is_file():
+                facts = json.loads(facts_path.read_text(encoding="utf-8"))
+                facts["float16_of"] = {"weights_sha256": file_digest(source / path.relative_to(tmp))}
+                write_json(facts_path, facts)
             rewritten.append(Path(destination) / path.relative_to(tmp))
+        if keep_run_record:
+            for record in sorted((source / "runs").glob("*/*")):
+                if record.name in ("run.json", "metrics.jsonl") and record.is_file():
+                    target = tmp / record.relative_to(source)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(record, target)
     return rewritten
