@@ -43,21 +43,15 @@ def _copy_if(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
-def _ship_one(source: Path, target: Path) -> None:
-    """``copy_model_half_precision`` (scripts/ship_model.py's) of a run folder's denoiser and classes; it records
-    the float32 weights' digest it was made from (what the fine-tunes' ``continued_from`` names)."""
-    from histosynth.models.folder import copy_model_half_precision
-
-    copy_model_half_precision(source, target)
-
-
 def ship(args: argparse.Namespace) -> None:
     """Into the bundle: ship/base and ship/<cell> (float16 denoiser + classes.json), runs/<name>/ (run.json,
     metrics.jsonl; a cell's subset.json), the two configs, and the tail of each cell's log."""
+    from histosynth.models.folder import copy_model_half_precision  # records the float32 digest (float16_of)
+
     work, bundle = Path(args.work), Path(args.bundle)
     base = work / BASE
     if (base / "denoiser" / "histosynth.json").is_file():
-        _ship_one(base, bundle / "ship" / BASE)
+        copy_model_half_precision(base, bundle / "ship" / BASE)
     for name in ("run.json", "metrics.jsonl"):
         _copy_if(base / "runs" / "denoiser" / name, bundle / "runs" / BASE / name)
     for config in ("base.yaml", "finetune.yaml"):
@@ -65,7 +59,7 @@ def ship(args: argparse.Namespace) -> None:
     shipped = []
     for cell in _cells(work):
         if (cell / "denoiser" / "histosynth.json").is_file():
-            _ship_one(cell, bundle / "ship" / cell.name)
+            copy_model_half_precision(cell, bundle / "ship" / cell.name)
             shipped.append(cell.name)
         for name in ("run.json", "metrics.jsonl"):
             _copy_if(cell / "runs" / "denoiser" / name, bundle / "runs" / cell.name / name)
