@@ -231,8 +231,9 @@ def check_subset(cell: Cell, data: Path, task: str = DEFAULT_TASK) -> dict[str, 
     expected = downstream_draw(data, cell.fraction, cell.seed, task)
     if (summary.get("fraction"), summary.get("seed"), summary.get("unlabel_rest")) != (
             cell.fraction, cell.seed, True) or sorted(summary["ids"]) != sorted(expected):
+        held = len(summary.get("ids", []))
         raise SystemExit(f"{cell.subset}: not the subset bench_downstream draws for {task} at fraction "
-                         f"{cell.fraction:g}, seed {cell.seed} ({len(summary.get('ids', []))} ids vs {len(expected)}); remove the "
+                         f"{cell.fraction:g}, seed {cell.seed} ({held} ids vs {len(expected)}); remove the "
                          "folder (and its train/ and models/ folders) or choose another --out")
     return summary
 
@@ -347,7 +348,8 @@ def run_cell(cell: Cell, base: Base, settings: Settings, latent_sources: Sequenc
     if not (cell.subset / "subset.json").is_file():
         code = settings.runner(histosynth_command(
             "data", "subset", str(settings.data), "--fraction", repr(cell.fraction), "--seed", str(cell.seed),
-            "--task", settings.task, "--unlabel-rest", "--classes", settings.classes, "--out", str(cell.subset)), cell.log)
+            "--task", settings.task, "--unlabel-rest", "--classes", settings.classes, "--out", str(cell.subset)),
+            cell.log)
         if code != 0:
             raise RuntimeError(f"{cell.name}: data subset failed (exit {code}); see {cell.log}")
     summary = check_subset(cell, settings.data, settings.task)
@@ -418,7 +420,8 @@ def train_cells(cells: Sequence[Cell], base: Base, settings: Settings, jobs: int
 def bench_command(args: argparse.Namespace, out: Path) -> list[str]:
     """bench_downstream.py over the grid, each subset's synthetic tiles from its own model folder."""
     command = [sys.executable, str(BENCH), "--model", str(out / "models" / CELL_TEMPLATE), "--data", str(args.data),
-               "--task", args.task, "--fractions", ",".join(repr(f) for f in args.fractions), "--seeds", str(args.seeds),
+               "--task", args.task, "--fractions", ",".join(repr(f) for f in args.fractions),
+               "--seeds", str(args.seeds),
                "--rounds", args.rounds, "--modes", args.modes, "--arms", args.arms,
                "--train-steps", str(args.train_steps), "--size", str(args.size), "--checkpoint", args.checkpoint,
                "--out", str(out / "bench")]

@@ -109,3 +109,8 @@ def test_encoding_killed_midway_resumes_from_its_parts_with_the_same_latents(tmp
     assert calls == [1]  # only the last part (tile 7) was still missing
     assert torch.equal(mean, whole[0]) and torch.equal(logvar, whole[1])
     assert cache.is_file() and not list(tmp_path.glob(".latents.part*"))
+
+    reported: list[int] = []
+    monkeypatch.setattr(latents, "encode_dihedral", lambda *a, **k: pytest.fail("a cache hit encoded"))
+    again = latents.encode_dihedral_cached(cache, autoencoder, images, "digest", reported.append, batch_size=2)
+    assert torch.equal(again[0], whole[0]) and reported == [len(images)]  # a hit completes the progress bar

@@ -106,6 +106,8 @@ def encode_dihedral_cached(
     key = {"autoencoder": autoencoder_digest, "tiles": hashlib.sha256(images.numpy().tobytes()).hexdigest()}
     cached = _read_cached(cache, key)
     if cached is not None:
+        if on_batch is not None:  # a hit completes the bar, so it does not read as an encoding stuck at 0
+            on_batch(len(cached[0]))
         return cached
     step = batch_size * part_batches
     parts: list[Path] = []
