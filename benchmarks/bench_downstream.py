@@ -7,7 +7,8 @@
 For every (fraction, seed) subset of the train split (``draw_subset``: whole cases, stratified by class,
 the draw of ``histosynth evaluate downstream`` and ``histosynth data subset``) it generates, with the
 model, synthetic tiles from each subset tile's own mask and class (tile ``<id>__r<k>``, seeded): ``max(rounds)``
-per tile, and in balanced mode as many as its class needs to reach the subset's largest class. A rerun
+per tile, in balanced mode as many as its class needs to reach the subset's largest class, and in filtered
+mode ``--filter-pool`` times that (the grid keeps the ones the real-only model agrees with most). A rerun
 resumes. Then the grid runs in "paired" mode: a run adds only tiles made from its own real subset, so no
 label or mask layout from outside the subset leaks in through the conditioning.
 
@@ -55,7 +56,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--task", choices=["segmentation", "classification"], default="segmentation")
     parser.add_argument("--fractions", default="0.1")
     parser.add_argument("--rounds", default="0,1,2,4")
-    parser.add_argument("--modes", default="rounds", help="rounds, balanced, or rounds,balanced")
+    parser.add_argument("--modes", default="rounds", help="comma-separated: rounds, balanced, filtered")
+    parser.add_argument("--filter-pool", type=int, default=2,
+                        help="filtered mode: synthetic tiles made per tile the balanced top-up keeps")
     parser.add_argument("--arms", default="real,synthetic", help="of real, real-noaug, synthetic, extra-real")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--train-steps", type=int, default=400)
@@ -72,11 +75,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def tiles_per_source(subset: list[TileRecord], rounds: int, balanced: bool) -> dict[str, int]:
-    """Synthetic tiles each subset tile must have: ``rounds``, or more where balanced mode needs them."""
+def tiles_per_source(subset: list[TileRecord], rounds: int, balanced: bool, pool: int = 1) -> dict[str, int]:
+    """Synthetic tiles each subset tile must have: ``rounds``, or more where balanced mode needs them
+    (``pool`` times more for filtered mode, which keeps the best of them)."""
     counts = Counter(r.label for r in subset)
     top = max(counts.values())
-    return {r.id: max(rounds, math.ceil((top - counts[r.label]) / counts[r.label]) if balanced else 0)
+    return {r.id: max(rounds, pool * math.ceil((top - counts[r.label]) / counts[r.label]) if balanced else 0)
             for r in subset}
 
 
@@ -87,7 +91,8 @@ def generate(args: argparse.Namespace, model_path: str, subsets: list[list[TileR
     train_m = load_manifest(args.data, classes=model.classes).select_split("train")
     need: dict[str, int] = {}
     for subset in subsets:
-        for tile_id, n in tiles_per_source(subset, max(config.rounds), "balanced" in config.modes).items():
+        for tile_id, n in tiles_per_source(subset, max(config.rounds), bool({"balanced", "filtered"} & set(config.modes)),
+                                         args.filter_pool if "filtered" in config.modes else 1).items():
             need[tile_id] = max(need.get(tile_id, 0), n)
     train = load_tile_tensors(train_m, model.autoencoder_config.tile_size)
     index_of = {tile_id: i for i, tile_id in enumerate(train.ids)}

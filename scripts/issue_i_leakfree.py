@@ -424,7 +424,7 @@ def bench_command(args: argparse.Namespace, out: Path) -> list[str]:
                "--seeds", str(args.seeds),
                "--rounds", args.rounds, "--modes", args.modes, "--arms", args.arms,
                "--train-steps", str(args.train_steps), "--size", str(args.size), "--checkpoint", args.checkpoint,
-               "--out", str(out / "bench")]
+               "--filter-pool", str(args.filter_pool), "--out", str(out / "bench")]
     if args.device:
         command += ["--device", args.device]
     return command
@@ -467,6 +467,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     bench.add_argument("--arms", default=ARMS)
     bench.add_argument("--modes", default="balanced")
     bench.add_argument("--rounds", default="0,1")
+    bench.add_argument("--filter-pool", type=int, default=2, help="filtered mode: tiles made per tile kept")
     bench.add_argument("--train-steps", type=int, default=1500)
     bench.add_argument("--size", type=int, default=112)
     bench.add_argument("--checkpoint", choices=["last", "val"], default="last")

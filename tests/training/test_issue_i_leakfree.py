@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from histosynth.data.manifest import load_manifest
+from histosynth.data.manifest import TileRecord, load_manifest
 from histosynth.data.splits import draw_subset
 from histosynth.models.denoiser import DenoiserConfig
 from histosynth.training.objectives import DenoiserLossConfig, DenoiserObjective
@@ -355,3 +355,13 @@ def test_the_gpu_bundle_comes_back_as_the_drivers_model_folders(trained: dict[st
                         str(trained["data"]), "--fractions", "0.3", "--seeds", "2", "--out", str(dest),
                         "--train-only"], runner=_cli_runner(calls)) == 0
     assert calls == []
+
+
+def test_filtered_mode_makes_a_pool_larger_than_the_top_up_it_keeps() -> None:
+    subset = [TileRecord(f"p{i}", Path("p.png"), label="Polyp") for i in range(6)] + \
+             [TileRecord(f"n{i}", Path("n.png"), label="Normal") for i in range(2)]
+    balanced = bench_downstream.tiles_per_source(subset, 1, True)
+    assert balanced == {**{f"p{i}": 1 for i in range(6)}, "n0": 2, "n1": 2}  # 4 more Normal: 2 per tile
+    pooled = bench_downstream.tiles_per_source(subset, 1, True, pool=3)
+    assert pooled == {**{f"p{i}": 1 for i in range(6)}, "n0": 6, "n1": 6}
+    assert bench_downstream.tiles_per_source(subset, 4, False, pool=3) == {r.id: 4 for r in subset}

@@ -164,7 +164,8 @@ def downstream(
                              "real-noaug (subset only, no flips/rotations/jitter), synthetic, extra-real (real train "
                              "tiles from outside the subset, as many as the synthetic arm adds: the upper bound)."),
     modes: str = typer.Option("rounds", "--modes", help="How synthetic and extra-real arms add tiles: rounds (k per "
-                              "real tile), balanced (every class up to the subset's largest class), or both."),
+                              "real tile), balanced (every class up to the subset's largest class), filtered (balanced counts, each class "
+                              "taking the synthetic tiles the seed's real-only model agrees with most), comma-separated."),
     seeds: int = typer.Option(5, "--seeds", min=1, help="Seeds 0..N-1; a seed draws the subset and the training seed."),
     steps: int = typer.Option(400, "--steps", min=1, help="Training steps per run (equal for every run)."),
     size: int = typer.Option(96, "--size", min=16, help="Side in px the small models train at (a multiple of 8)."),

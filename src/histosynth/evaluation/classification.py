@@ -77,15 +77,20 @@ def train_classifier(
 
 
 @torch.inference_mode()
-def predict_labels(model: TileClassifier, images: torch.Tensor, batch_size: int = 64) -> np.ndarray:
+def predict_logits(model: TileClassifier, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    """Class logits (N, classes), on the CPU, for uint8 images (N,3,H,W)."""
     size = model.backbone.config.input_size
     device = next(model.parameters()).device
-    out = []
+    out = [torch.zeros((0, model.head.out_features))]
     for start in range(0, len(images), batch_size):
         x = F.interpolate(images[start:start + batch_size].float().div(255), size=(size, size), mode="bilinear",
                           antialias=True)
-        out.append(model(x.to(device)).argmax(1).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros(0, dtype=int)
+        out.append(model(x.to(device)).float().cpu())
+    return torch.cat(out)
+
+
+def predict_labels(model: TileClassifier, images: torch.Tensor, batch_size: int = 64) -> np.ndarray:
+    return predict_logits(model, images, batch_size).argmax(1).numpy()
 
 
 def balanced_accuracy(predicted: np.ndarray, target: np.ndarray) -> float:

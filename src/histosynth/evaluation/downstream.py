@@ -6,8 +6,10 @@ model on each arm of the grid and score it on the real test split:
 
 * ``real``: the subset alone, with flips, quarter turns and mild colour jitter (the paired baseline);
   ``real-noaug``: the subset alone, without them;
-* ``synthetic``: the subset + synthetic tiles, ``rounds`` mode (k per real tile) or ``balanced`` mode
-  (every class of the subset topped up to the count of its largest class);
+* ``synthetic``: the subset + synthetic tiles, ``rounds`` mode (k per real tile), ``balanced`` mode
+  (every class of the subset topped up to the count of its largest class) or ``filtered`` mode (balanced
+  counts, each class taking the tiles the seed's real-only model agrees with most: an oversampled pool culled
+  by a model that saw only the subset, so the filter leaks nothing);
 * ``extra-real``: the subset + as many real train tiles from outside it, class by class (the upper bound).
 
 Every run trains the same number of steps (so added tiles add data, not compute). ``checkpoint="last"``
@@ -39,7 +41,7 @@ from histosynth.data.manifest import TileManifest, TileRecord, load_manifest
 from histosynth.errors import InputError
 from histosynth.evaluation.audit import load_synthetic
 from histosynth.evaluation.downstream_draws import (
-    Mode, Task, draw_subset, pick_extra_real, pick_synthetic, synthetic_by_source, task_records,
+    Mode, Task, draw_subset, pick_extra_real, pick_synthetic, synthetic_by_source, synthetic_candidates, task_records,
 )
 from histosynth.evaluation.downstream_runs import DownstreamRun, append_run, read_runs
 from histosynth.evaluation.downstream_summary import summarise
@@ -72,6 +74,8 @@ def conditions(config: DownstreamConfig, fraction: float) -> list[tuple[str, str
         if arm not in config.arms or (arm == "extra-real" and fraction >= 1):
             continue
         for mode in config.modes:
+            if arm == "extra-real" and mode == "filtered":
+                continue  # the same extra tiles as balanced: nothing to filter
             found += [(arm, mode, k) for k in config.rounds if k > 0] if mode == "rounds" else [(arm, mode, 0)]
     return found
 
@@ -134,6 +138,28 @@ def _score(task: Task, model: torch.nn.Module, tiles: TileTensors, config: Downs
     return balanced_accuracy(predicted, target), recall_per_class(predicted, target, labels) if per_class else {}
 
 
+def _agreement(task: Task, model: torch.nn.Module, tiles: TileTensors, candidates: list[int],
+               config: DownstreamConfig, num_labels: int) -> dict[int, float]:
+    """How far a real-only model agrees with each candidate synthetic tile's condition: its probability of the
+    tile's label (classification), or its predicted mask's Dice against the tile's mask (segmentation)."""
+    if not candidates:
+        return {}
+    index = torch.tensor(candidates, dtype=torch.long)
+    if task == "segmentation":
+        from histosynth.evaluation.segmentation import dice_per_image, predict_masks
+
+        scores = dice_per_image(predict_masks(model, tiles.images[index], config.size), tiles.masks[index])
+    else:
+        from histosynth.evaluation.classification import predict_logits
+
+        labels = tiles.labels[index]
+        probabilities = predict_logits(model, tiles.images[index]).softmax(1)
+        known = labels < num_labels  # an unlabelled tile never joins a classification run: it agrees with nothing
+        scores = torch.where(known, probabilities.gather(1, labels.clamp(max=num_labels - 1)[:, None])[:, 0],
+                             torch.zeros(())).numpy()
+    return {i: float(score) for i, score in zip(candidates, scores)}
+
+
 def _train(config: DownstreamConfig, images: torch.Tensor, targets: torch.Tensor, num_classes: int, seed: int,
            augment: bool, select: Callable | None, device: str) -> torch.nn.Module:
     if config.task == "segmentation":
@@ -147,6 +173,11 @@ def _train(config: DownstreamConfig, images: torch.Tensor, targets: torch.Tensor
     cls = ClassifierTrainConfig(size=config.size, steps=config.steps, seed=seed)
     return train_classifier(images, targets, num_classes, cls, select=select, select_every=config.select_every,
                             augment=augment, device=device)
+
+
+def _select(config: DownstreamConfig, val: TileTensors, labels: list[str]) -> Callable | None:
+    """The checkpoint pick: none (the last weights), or the best val score."""
+    return None if config.checkpoint == "last" else (lambda m: _score(config.task, m, val, config, labels)[0])
 
 
 def _check_resumable(done: list[DownstreamRun], config: DownstreamConfig, path: Path) -> None:
@@ -181,6 +212,7 @@ def run_downstream(
     _check_resumable(done, config, results_path)
     finished = {(r.cell, r.seed) for r in done}
     loaded: _Synthetic | None = None
+    real_models: dict[tuple[float, int], torch.nn.Module] = {}  # the filter's scorer, trained once per subset
     for fraction in config.fractions:
         for seed in range(config.seeds):
             todo = [c for c in conditions(config, fraction) if ((fraction, *c), seed) not in finished]
@@ -200,12 +232,24 @@ def run_downstream(
                         loaded = None  # drop the last folder's tiles before reading the next
                         loaded = _load_synthetic(folder, manifest, config)
                     rng = np.random.default_rng([seed, rounds, int(fraction * 1000), int(mode == "balanced")])
-                    picks = pick_synthetic(subset, loaded.records, mode, rounds, loaded.paired, rng)
+                    agreement = None
+                    if mode == "filtered":
+                        if (fraction, seed) not in real_models:  # the real arm's run, retrained (it is deterministic)
+                            subset_idx = torch.tensor([index_of[r.id] for r in subset], dtype=torch.long)
+                            subset_targets = (train_all.masks[subset_idx].long() if task == "segmentation"
+                                              else train_all.labels[subset_idx])
+                            real_models = {(fraction, seed): _train(config, train_all.images[subset_idx],
+                                                                    subset_targets, num_classes, seed, True,
+                                                                    _select(config, val, labels), device)}
+                        candidates = synthetic_candidates(subset, loaded.records, loaded.paired)
+                        agreement = _agreement(task, real_models[(fraction, seed)], loaded.tensors, candidates,
+                                               config, len(labels))
+                    picks = pick_synthetic(subset, loaded.records, mode, rounds, loaded.paired, rng, agreement)
                     more_images, more_targets = _synthetic_tensors(loaded.tensors, picks, task, len(labels))
                     images, targets = torch.cat([images, more_images]), torch.cat([targets, more_targets])
                     n_synth, generator = len(more_images), loaded.generator
-                select = None if config.checkpoint == "last" else (lambda m: _score(task, m, val, config, labels)[0])
-                model = _train(config, images, targets, num_classes, seed, arm != "real-noaug", select, device)
+                model = _train(config, images, targets, num_classes, seed, arm != "real-noaug",
+                               _select(config, val, labels), device)
                 val_score = _score(task, model, val, config, labels)[0]
                 test_score, per_class = _score(task, model, test, config, labels, per_class=True)
                 run = DownstreamRun(fraction, rounds, seed, len(subset), n_synth, val_score, test_score,

@@ -3,7 +3,10 @@
 * The subset of a (fraction, seed) cell: :func:`draw_subset` (whole cases, stratified by label, among the
   train tiles the task can use). ``histosynth data subset`` makes the same draw for a leak-free generator.
 * Synthetic tiles, mode ``rounds``: k per real tile of the subset. Mode ``balanced``: every class of the
-  subset topped up to the count of its largest class. When every synthetic tile names its source
+  subset topped up to the count of its largest class. Mode ``filtered``: the same counts, but each class takes
+  the candidates the real-only model of the run's seed agrees with most (``agreement``: its probability of the
+  tile's label, or its mask's Dice against the tile's mask), so a pool larger than the top-up is culled by a
+  model that saw only the subset. When every synthetic tile names its source
   (``mask_source`` = ``train:<id>``, "paired"), only tiles made from the subset's own tiles are drawn;
   otherwise ("pool") they are drawn at random from the folder (by label in balanced mode).
 * Extra real tiles (the upper bound synthetic data chases): per class, as many as the synthetic tiles of
@@ -22,13 +25,13 @@ from histosynth.data.manifest import TileRecord
 from histosynth.data.splits import Task, draw_subset, task_records
 
 __all__ = ["Mode", "Task", "class_targets", "draw_subset", "pick_extra_real", "pick_synthetic", "synthetic_by_source",
-           "task_records"]
+           "synthetic_candidates", "task_records"]
 
-Mode = Literal["rounds", "balanced"]
+Mode = Literal["rounds", "balanced", "filtered"]
 
 
 def class_targets(labels: Sequence[str | None], mode: Mode, rounds: int) -> dict[str | None, int]:
-    """Tiles to add per label: ``rounds`` x its count, or (balanced) up to the largest class's count."""
+    """Tiles to add per label: ``rounds`` x its count, or (balanced, filtered) up to the largest class's count."""
     counts = Counter(labels)
     if mode == "rounds":
         return {label: rounds * n for label, n in counts.items()}
@@ -47,16 +50,34 @@ def synthetic_by_source(synth: Sequence[TileRecord], train_ids: set[str]) -> dic
     return groups
 
 
+def synthetic_candidates(subset: Sequence[TileRecord], synth: Sequence[TileRecord],
+                         paired: dict[str, list[int]] | None) -> list[int]:
+    """Indices of the synthetic tiles a run of ``subset`` may draw: those made from its tiles, or (pool) all."""
+    if paired is None:
+        return list(range(len(synth)))
+    return sorted(i for r in subset for i in paired.get(r.id, []))
+
+
 def pick_synthetic(subset: Sequence[TileRecord], synth: Sequence[TileRecord], mode: Mode, rounds: int,
-                   paired: dict[str, list[int]] | None, rng: np.random.Generator) -> list[int]:
-    """Indices into ``synth`` of the synthetic tiles one run adds (see the module notes)."""
+                   paired: dict[str, list[int]] | None, rng: np.random.Generator,
+                   agreement: dict[int, float] | None = None) -> list[int]:
+    """Indices into ``synth`` of the synthetic tiles one run adds (see the module notes).
+
+    ``agreement`` (mode ``filtered`` only) scores every candidate (:func:`synthetic_candidates`).
+    """
     if mode == "rounds" and paired is not None:
         return [i for r in subset for i in paired.get(r.id, [])[:rounds]]
     if mode == "rounds":
         return sorted(rng.choice(len(synth), min(rounds * len(subset), len(synth)), replace=False).tolist())
+    if mode == "filtered" and agreement is None:
+        raise ValueError("mode 'filtered' needs the real-only model's agreement with each candidate")
     picks: list[int] = []
     for label, need in sorted(class_targets([r.label for r in subset], "balanced", 0).items(), key=str):
         if need <= 0 or label is None:
+            continue
+        if mode == "filtered":
+            pool = [i for i in synthetic_candidates(subset, synth, paired) if synth[i].label == label]
+            picks += sorted(sorted(pool, key=lambda i: (-agreement[i], i))[:need])
             continue
         if paired is None:
             pool = [i for i, s in enumerate(synth) if s.label == label]

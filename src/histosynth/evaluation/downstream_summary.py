@@ -22,7 +22,7 @@ def _sd(values: Sequence[float]) -> float:
 
 def _cell_order(cell: tuple[float, str, str, int]) -> tuple:
     fraction, arm, mode, rounds = cell
-    return -fraction, ARMS.index(arm) if arm in ARMS else len(ARMS), mode != "rounds", rounds
+    return -fraction, ARMS.index(arm) if arm in ARMS else len(ARMS), mode != "rounds", mode, rounds
 
 
 def paired_gains(runs: Sequence[DownstreamRun], baselines: Iterable[DownstreamRun] | None = None,
@@ -75,17 +75,19 @@ def _arm(row: dict) -> str:
 
 
 def cell_name(row: dict) -> str:
-    """A short name of a summary row's condition, e.g. ``synthetic x2``, ``extra-real balanced``, ``real``."""
+    """A short name of a summary row's condition, e.g. ``synthetic x2``, ``extra-real balanced``, ``synthetic
+    filtered``, ``real``."""
     arm = _arm(row)
     if arm in ("real", "real-noaug"):
         return arm
-    return f"{arm} balanced" if row.get("mode") == "balanced" else f"{arm} x{row['rounds']}"
+    mode = row.get("mode", "rounds")
+    return f"{arm} x{row['rounds']}" if mode == "rounds" else f"{arm} {mode}"
 
 
 def size_series(rows: Sequence[dict], label: str = "", arms: Sequence[str] | None = None,
                 ) -> dict[str, list[tuple[float, float, float]]]:
     """Score-vs-training-set-size lines (seed 002, Figure 3) from summary rows (old ones too): real only across
-    fractions, and per fraction its real-only point joined to each arm's added tiles (rounds, or balanced);
+    fractions, and per fraction its real-only point joined to each arm's added tiles (rounds, balanced, filtered);
     ``arms`` limits the added lines to those arms."""
     def point(row: dict) -> tuple[float, float, float]:
         return row["n_real"] + row["n_synthetic"] + row.get("n_extra", 0), row["test_mean"], row["test_sd"]
@@ -95,7 +97,7 @@ def size_series(rows: Sequence[dict], label: str = "", arms: Sequence[str] | Non
     lines: dict[tuple[float, str], list[tuple[float, float, float]]] = {}
     for row in rows:
         if _arm(row) not in ("real", "real-noaug") and (arms is None or _arm(row) in arms):
-            name = _arm(row) + (" balanced" if row.get("mode") == "balanced" else "")
+            name = _arm(row) + ("" if row.get("mode", "rounds") == "rounds" else f" {row['mode']}")
             lines.setdefault((row["fraction"], name), [real[row["fraction"]]] if row["fraction"] in real else [])
             lines[(row["fraction"], name)].append(point(row))
     series = {f"real only{suffix}": sorted(real.values())} if len(real) > 1 else {}
