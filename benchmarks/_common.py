@@ -25,29 +25,43 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def cached_segmenter(images, masks, config, cache_dir="bench_out/segmenters", on_step=None, device="cpu"):
-    """Train the reference U-Net once per (config, data) and reuse it across benchmark scripts.
-
-    The cache key hashes the config and the training tensors, so a different split or recipe retrains.
-    """
+def _cached(kind, config, tensors, make, train, cache_dir):
+    """``make()`` loaded from the cache file keyed by (kind, config, training tensors), else ``train()`` saved there."""
     import hashlib
     from pathlib import Path
 
     import torch
 
-    from histosynth.evaluation.segmentation import SegmentationUNet, train_segmenter
-
     digest = hashlib.sha256(config.model_dump_json().encode())
-    digest.update(images.numpy().tobytes())
-    digest.update(masks.numpy().tobytes())
-    path = Path(cache_dir) / f"segmenter_{digest.hexdigest()[:16]}.pt"
+    for tensor in tensors:
+        digest.update(tensor.numpy().tobytes())
+    path = Path(cache_dir) / f"{kind}_{digest.hexdigest()[:16]}.pt"
     if path.exists():
-        model = SegmentationUNet(config.num_classes, config.base_channels)
+        model = make()
         model.load_state_dict(torch.load(path, weights_only=True))
         return model.eval()
-    model = train_segmenter(images, masks, config, on_step, device)
+    model = train()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save(model.state_dict(), tmp)
     tmp.replace(path)
     return model
+
+
+def cached_segmenter(images, masks, config, cache_dir="bench_out/segmenters", on_step=None, device="cpu"):
+    """Train the reference U-Net once per (config, data) and reuse it across benchmark scripts.
+
+    The cache key hashes the config and the training tensors, so a different split or recipe retrains.
+    """
+    from histosynth.evaluation.segmentation import SegmentationUNet, train_segmenter
+
+    return _cached("segmenter", config, (images, masks), lambda: SegmentationUNet(config.num_classes, config.base_channels),
+                   lambda: train_segmenter(images, masks, config, on_step, device), cache_dir)
+
+
+def cached_classifier(images, labels, num_classes, config, cache_dir="bench_out/classifiers", device="cpu"):
+    """Train a reference tile classifier (with augmentation, last weights) once per (config, data), as above."""
+    from histosynth.evaluation.classification import TileClassifier, train_classifier
+
+    return _cached(f"classifier{num_classes}", config, (images, labels), lambda: TileClassifier(num_classes, config),
+                   lambda: train_classifier(images, labels, num_classes, config, device=device), cache_dir)

@@ -4,6 +4,7 @@ tiles the seed's real-only model agrees with most (nothing outside the subset in
 from __future__ import annotations
 
 import math
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -142,3 +143,38 @@ def test_filtered_runs_score_the_pool_with_the_subsets_own_real_model(real: Path
     summary = summarise(runs)
     assert "synthetic filtered" in {cell_name(row) for row in summary}
     assert "50% + synthetic filtered" in size_series(summary)
+
+
+def test_label_adherence_judges_synthetic_tiles_as_it_judges_real_ones(real: Path, tmp_path: Path, monkeypatch,
+                                                                       capsys) -> None:
+    """A folder of copies of the test tiles must score exactly the judge's test recall; seeds pool; the judge
+    is trained once and then read from its cache."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import issue_i_label_adherence as adherence
+
+    test = load_manifest(real).select_split("test").records
+    for seed in range(2):
+        folder = tmp_path / f"gen_s{seed}"
+        folder.mkdir()
+        rows = [{"id": f"{r.id}__{seed}", "image": str(r.image), "label": r.label, "model": f"g{seed}"} for r in test]
+        write_rows(folder / "manifest.csv", rows, ["id", "image", "label", "model"])
+    out = tmp_path / "adherence.json"
+    args = [f"copies={tmp_path}/gen_s{{seed}}", "--seeds", "2", "--data", str(real), "--train-steps", "3",
+            "--size", "16", "--tile-size", "16", "--out", str(out)]
+    monkeypatch.chdir(tmp_path)  # the judge's cache goes under bench_out/ here
+    assert adherence.main(args) == 0
+    result = json.loads(out.read_text())
+    copies = result["synthetic"]["copies"]
+    assert copies["per_class"] == pytest.approx(result["real test"]["per_class"])
+    assert copies["n"] == 2 * result["real test"]["n"] == 2 * len(test)
+    assert copies["generators"] == ["g0", "g1"]
+    assert result["synthetic"]["copies, seed 1"]["n"] == len(test)
+    assert "| copies |" in capsys.readouterr().out
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the cached judge should have been used")
+
+    monkeypatch.setattr("histosynth.evaluation.classification.train_classifier", no_training)
+    assert adherence.main(args) == 0 and json.loads(out.read_text())["real test"] == result["real test"]
