@@ -65,3 +65,25 @@ def cached_classifier(images, labels, num_classes, config, cache_dir="bench_out/
 
     return _cached(f"classifier{num_classes}", config, (images, labels), lambda: TileClassifier(num_classes, config),
                    lambda: train_classifier(images, labels, num_classes, config, device=device), cache_dir)
+
+
+def run_main(argv, parse_args, run, script):
+    """A benchmark's ``main``: ``(args, result)`` after ``run(args, command)``, or an exit code to return (0 when
+    ``args.data`` is absent: skipped with a message; the error's code, with its one line, on bad input).
+    ``command`` is the line that reruns it (``script``: the benchmark's ``__file__``)."""
+    import shlex
+    import sys
+    from pathlib import Path
+
+    from histosynth.errors import HistosynthError
+
+    args = parse_args(argv)
+    command = shlex.join([sys.executable, *(sys.argv if argv is None else [script, *argv])])
+    if not Path(args.data).exists():
+        print(f"skipped: no data at {args.data}")
+        return 0
+    try:
+        return args, run(args, command)
+    except HistosynthError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shlex
 import sys
 import time
 from collections import Counter
@@ -32,12 +31,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine, peak_rss_mib  # noqa: E402
+from _common import machine, peak_rss_mib, run_main  # noqa: E402
 from bench_quality import DEFAULT_DATA, generate_from_train  # noqa: E402
 
 from histosynth.data.manifest import TileRecord, load_manifest  # noqa: E402
 from histosynth.data.splits import draw_subset  # noqa: E402
-from histosynth.errors import HistosynthError  # noqa: E402
 from histosynth.evaluation.downstream import DownstreamConfig, run_downstream, summarise  # noqa: E402
 from histosynth.evaluation.downstream_summary import cell_name  # noqa: E402
 from histosynth.io import write_json  # noqa: E402
@@ -140,13 +138,10 @@ def run(args: argparse.Namespace, command: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])])
-    try:
-        result = run(args, command)
-    except HistosynthError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    done = run_main(argv, parse_args, run, __file__)
+    if isinstance(done, int):
+        return done
+    args, result = done
     for row in result.get("summary", []):
         print(f"fraction {row['fraction']:g} {cell_name(row)} ({row['n_real']} real + {row['n_synthetic']} synthetic "
               f"+ {row['n_extra']} extra): test {row['test_mean']:.3f} +- {row['test_sd']:.3f} over {row['seeds']} seeds")

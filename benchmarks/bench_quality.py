@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -40,12 +39,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import cached_segmenter, machine, peak_rss_mib  # noqa: E402
+from _common import cached_segmenter, machine, peak_rss_mib, run_main  # noqa: E402
 
 from histosynth.data.images import read_rgb  # noqa: E402
 from histosynth.data.manifest import load_manifest  # noqa: E402
 from histosynth.sampling.settings import PRECISIONS, SAMPLERS  # noqa: E402
-from histosynth.errors import HistosynthError, InputError  # noqa: E402
+from histosynth.errors import InputError  # noqa: E402
 from histosynth.encoders.inception import InceptionEncoder  # noqa: E402
 from histosynth.evaluation.c2st import classifier_two_sample_test  # noqa: E402
 from histosynth.evaluation.fidelity import fidelity_metrics, frechet_distance  # noqa: E402
@@ -357,16 +356,10 @@ def print_report(result: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    command = shlex.join([sys.executable, *(sys.argv if argv is None else [__file__, *argv])])
-    if not Path(args.data).exists():
-        print(f"skipped: no data at {args.data}")
-        return 0
-    try:
-        result = run(args, command)
-    except HistosynthError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return error.exit_code
+    done = run_main(argv, parse_args, run, __file__)
+    if isinstance(done, int):
+        return done
+    args, result = done
     print_report(result)
     write_json(Path(args.out) / "quality.json", result)
     print(f"wrote {Path(args.out) / 'quality.json'}")

@@ -21,7 +21,6 @@ as denoiser seconds per tile (decode excluded) with the full / partial forward c
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -30,12 +29,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine, peak_rss_mib  # noqa: E402
+from _common import machine, peak_rss_mib, run_main  # noqa: E402
 from bench_quality import DEFAULT_DATA, cache_key, cached_features, generate  # noqa: E402
 
 from histosynth.data.images import read_rgb  # noqa: E402
 from histosynth.data.manifest import load_manifest  # noqa: E402
-from histosynth.errors import HistosynthError, InputError  # noqa: E402
+from histosynth.errors import InputError  # noqa: E402
 from histosynth.evaluation.fidelity import fidelity_metrics  # noqa: E402
 from histosynth.evaluation.privacy import authenticity  # noqa: E402
 from histosynth.io import write_json  # noqa: E402
@@ -159,16 +158,10 @@ def run(args: argparse.Namespace, command: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    command = shlex.join([sys.executable, *(sys.argv if argv is None else [__file__, *argv])])
-    if not Path(args.data).exists():
-        print(f"skipped: no data at {args.data}")
-        return 0
-    try:
-        result = run(args, command)
-    except HistosynthError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return error.exit_code
+    done = run_main(argv, parse_args, run, __file__)
+    if isinstance(done, int):
+        return done
+    args, result = done
     print(f"\nmachine: {result['machine']}\nmodel {result['model']} ({result['model_folder']}); n = {result['n']} "
           f"generated vs all {result['n_train']} train tiles (Inception, k = 3)")
     print("| sampler:steps:guidance[@interval][:reuseN] | feature reuse | FID | KID x1000 | precision | recall "

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -26,10 +25,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import cached_classifier, machine, peak_rss_mib  # noqa: E402
+from _common import cached_classifier, machine, peak_rss_mib, run_main  # noqa: E402
 
 from histosynth.data.manifest import TileManifest, load_manifest  # noqa: E402
-from histosynth.errors import HistosynthError  # noqa: E402
 from histosynth.evaluation.audit import load_synthetic  # noqa: E402
 from histosynth.evaluation.classification import (  # noqa: E402
     ClassifierTrainConfig, balanced_accuracy, predict_labels, recall_per_class,
@@ -102,13 +100,10 @@ def markdown(result: dict, labels: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])])
-    try:
-        result = run(args, command)
-    except HistosynthError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    done = run_main(argv, parse_args, run, __file__)
+    if isinstance(done, int):
+        return done
+    args, result = done
     print("\n".join(markdown(result, load_manifest(args.data).classes.labels)))
     print(json.dumps({k: result[k] for k in ("seconds", "peak_rss_mib")}))
     return 0

@@ -115,3 +115,13 @@ def kill_9_after_checkpoint(command: list[str], checkpoints: Path, step: int, en
     assert process.poll() is None, "training finished before it could be killed; raise train.steps"
     process.send_signal(signal.SIGKILL)
     process.wait()
+
+
+def case_records(n_cases: int = 40) -> list:
+    """Train records of 3-tile cases (no files behind them): every fourth case Normal (the rare class), the rest
+    Polyp; ``extra["case"]`` names the case."""
+    from histosynth.data.manifest import TileRecord
+
+    return [TileRecord(f"c{c}_t{t}", Path(f"c{c}_t{t}.png"), mask=Path("m.png"),
+                       label="Normal" if c % 4 == 0 else "Polyp", split="train", extra={"case": f"c{c}"})
+            for c in range(n_cases) for t in range(3)]

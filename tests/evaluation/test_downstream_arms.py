@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from testkit import tile_colour, write_rows
+from testkit import case_records, tile_colour, write_rows
 from histosynth.data.manifest import TileRecord, load_manifest
 from histosynth.errors import InputError
 from histosynth.evaluation import downstream
@@ -40,15 +40,8 @@ def _synthetic(real: Path, folder: Path, per_source: int) -> Path:
     return folder
 
 
-def _records(n_cases: int = 40) -> list[TileRecord]:
-    """3-tile cases; every fourth case Normal (the rare class), the rest Polyp."""
-    return [TileRecord(f"c{c}_t{t}", Path(f"c{c}_t{t}.png"), mask=Path("m.png"),
-                       label="Normal" if c % 4 == 0 else "Polyp", split="train", extra={"case": f"c{c}"})
-            for c in range(n_cases) for t in range(3)]
-
-
 def test_balanced_top_up_reaches_the_largest_class_from_the_subsets_own_tiles() -> None:
-    train = _records()
+    train = case_records()
     subset = draw_subset(train, 0.25, 1, "classification")
     counts = Counter(r.label for r in subset)
     assert counts["Normal"] < counts["Polyp"]
@@ -76,7 +69,7 @@ def test_balanced_top_up_reaches_the_largest_class_from_the_subsets_own_tiles() 
 
 
 def test_extra_real_tiles_come_from_outside_the_subset_class_by_class() -> None:
-    train = _records()
+    train = case_records()
     subset = draw_subset(train, 0.25, 0, "classification")
     inside = {r.id for r in subset}
     for mode, rounds in (("rounds", 1), ("rounds", 2), ("balanced", 0)):
@@ -92,7 +85,7 @@ def test_extra_real_tiles_come_from_outside_the_subset_class_by_class() -> None:
 
 @pytest.mark.parametrize("fraction", [0.02, 0.05])
 def test_tiny_fractions_give_whole_cases_of_every_label(fraction: float) -> None:
-    train = _records(200)
+    train = case_records(200)
     for seed in range(5):
         subset = draw_subset(train, fraction, seed, "segmentation")
         assert subset and {r.label for r in subset} == {"Normal", "Polyp"}
@@ -102,7 +95,7 @@ def test_tiny_fractions_give_whole_cases_of_every_label(fraction: float) -> None
 
 
 def test_a_task_without_usable_tiles_is_one_line() -> None:
-    unmasked = [TileRecord(r.id, r.image, label=r.label, extra=r.extra) for r in _records(4)]
+    unmasked = [TileRecord(r.id, r.image, label=r.label, extra=r.extra) for r in case_records(4)]
     with pytest.raises(InputError, match="no train tile has a mask"):
         draw_subset(unmasked, 0.5, 0, "segmentation")
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from testkit import write_rows
+from testkit import case_records, write_rows
 from histosynth.data.manifest import TileRecord, load_manifest
 from histosynth.evaluation import downstream
 from histosynth.evaluation.classification import ClassifierTrainConfig, TileClassifier
@@ -31,14 +31,8 @@ def real(tmp_path: Path, make_tile_dataset) -> Path:
                              splits=("train", "val", "test"), cases=[f"c{k}" for k in range(24)])
 
 
-def _records(n_cases: int = 40) -> list[TileRecord]:
-    return [TileRecord(f"c{c}_t{t}", Path(f"c{c}_t{t}.png"), mask=Path("m.png"),
-                       label="Normal" if c % 4 == 0 else "Polyp", split="train", extra={"case": f"c{c}"})
-            for c in range(n_cases) for t in range(3)]
-
-
 def test_filtered_picks_the_best_agreeing_candidates_of_each_class_from_the_subset_only() -> None:
-    train = _records()
+    train = case_records()
     subset = draw_subset(train, 0.25, 1, "classification")
     synth = [TileRecord(f"{r.id}__r{k}", Path("s.png"), label=r.label, extra={"mask_source": f"train:{r.id}"})
              for k in range(6) for r in train]
