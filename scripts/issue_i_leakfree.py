@@ -9,8 +9,9 @@ For each (fraction, seed) cell, in OUT:
    keep label and mask, every other train tile keeps only its image), checked against the draw
    ``benchmarks/bench_downstream.py`` makes for the same cell (``draw_subset``, same manifest, same seed);
 2. ``train/f<F>_s<S>/``: ``histosynth train denoiser --init BASE`` with ``--finetune-config`` on that folder
-   (a rerun resumes from its checkpoints; the base's latent cache is linked in first, so the tiles are not
-   encoded again: every cell holds the train split's tiles in the same order);
+   (a rerun resumes from its checkpoints; the base's latent cache, else one an earlier cell under ``--out`` left,
+   of any fraction, is linked in first, so the tiles are not encoded again: every cell holds the train split's
+   tiles in the same order);
 3. ``models/f<F>_s<S>/``: once training has finished, a complete model folder (the new denoiser and classes,
    the autoencoder and mask model of the base or of ``--parts``), written atomically, with what made it in
    ``denoiser/histosynth.json`` (``leak_free``: the subset and the base; ``continued_from``: the base weights).
@@ -391,10 +392,12 @@ def train_cells(cells: Sequence[Cell], base: Base, settings: Settings, jobs: int
         with lock:
             print(line, flush=True)
 
-    def sources() -> list[Path]:  # the base's cache first, then any a finished cell left
+    def sources() -> list[Path]:  # the base's cache first, then any a cell of this grid or of an earlier one left
         found = [latents] if latents else []
         found.append(base.latent_cache)
         found += sorted((c.train / "runs" / "denoiser" / "latents.safetensors") for c in cells)
+        if cells:
+            found += sorted(cells[0].train.parent.glob("*/runs/denoiser/latents.safetensors"))
         return found
 
     def one(cell: Cell) -> str | None:

@@ -365,3 +365,19 @@ def test_filtered_mode_makes_a_pool_larger_than_the_top_up_it_keeps() -> None:
     pooled = bench_downstream.tiles_per_source(subset, 1, True, pool=3)
     assert pooled == {**{f"p{i}": 1 for i in range(6)}, "n0": 6, "n1": 6}
     assert bench_downstream.tiles_per_source(subset, 4, False, pool=3) == {r.id: 4 for r in subset}
+
+
+def test_a_new_fraction_links_the_latents_an_earlier_grids_cell_left(trained: dict[str, Path], tmp_path: Path) -> None:
+    """The committed base ships without its latent cache: cells of a new fraction take an earlier cell's."""
+    base = tmp_path / "base"
+    shutil.copytree(trained["base"], base)
+    (base / "runs" / "denoiser" / "latents.safetensors").unlink()
+    out = tmp_path / "out"
+    shutil.copytree(trained["out"], out)
+    args = _args({**trained, "base": base}, "--train-only", out=out)
+    args[args.index("--fractions") + 1] = "0.2"
+    assert driver.main(args, runner=_cli_runner([])) == 0
+    earlier = sorted((out / "train").glob("f0.3_s*/runs/denoiser/latents.safetensors"))[0].stat().st_ino
+    for seed in (0, 1):
+        cache = driver.Cell(0.2, seed, out).train / "runs" / "denoiser" / "latents.safetensors"
+        assert cache.stat().st_ino == earlier
