@@ -55,6 +55,9 @@ def test_recipes_parse_the_base_is_the_shipped_architecture_and_the_fine_tune_co
     assert "model" not in yaml.safe_load(FINETUNE.read_text())  # the architecture comes from --init
     assert tune.model == shipped and tune.objective.condition_dropout == 0.1
     assert tune.train.learning_rate < cpu.train.learning_rate and 100 <= tune.train.steps <= 1000
+    oversampled = _recipe(FINETUNE.with_name("ebhi_denoiser_subset_finetune_labelled8.yaml"), init=shipped.model_dump())
+    assert oversampled.train == tune.train and oversampled.model == tune.model  # equal compute, same architecture
+    assert oversampled.objective.labelled_repeats == 8 and tune.objective.labelled_repeats == 1
 
 
 class _Spy(torch.nn.Module):

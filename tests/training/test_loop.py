@@ -115,3 +115,34 @@ def test_resume_with_other_settings_is_refused(tmp_path: Path) -> None:
     changed = {"train": tiny_train_config(learning_rate=0.5).model_dump(), "model": {"a": 1}}
     with pytest.raises(InputError, match="train.learning_rate"):
         start_or_resume(tmp_path, changed)
+
+
+def test_labelled_repeats_put_each_labelled_tile_k_times_in_an_epoch() -> None:
+    """Semi-supervised fine-tunes: unlabelled tiles (null label) once per epoch, labelled ones k times."""
+    config = tiny_denoiser_config()
+    null = config.null_label
+    labels = torch.tensor([0, null, null, 1, null, null])
+    n = len(labels)
+    scheduler = DDPMScheduler(num_train_timesteps=1000, prediction_type=config.prediction_type)
+
+    def objective(repeats: int) -> DenoiserObjective:
+        return DenoiserObjective(torch.zeros(n, 8, 4, 2, 2), torch.full((n, 8, 4, 2, 2), -10.0), torch.zeros(n, 2, 2, 2),
+                                 labels, torch.zeros(4), 1.0, null, scheduler,
+                                 DenoiserLossConfig(condition_dropout=0.0, labelled_repeats=repeats))
+
+    seen: list[torch.Tensor] = []
+
+    def model(noisy, t, labels, fractions):
+        seen.append(labels)
+        return torch.zeros_like(noisy)
+
+    once, thrice = objective(1), objective(3)
+    assert once.num_items() == n and thrice.num_items() == n + 2 * 2
+    epoch = torch.from_numpy(batch_indices(0, thrice.num_items(), thrice.num_items(), seed=0))
+    thrice.loss(model, epoch, step_generator(0, 0), torch.device("cpu"))
+    counts = torch.bincount(seen[-1], minlength=null + 1)
+    assert (counts[0], counts[1], counts[null]) == (3, 3, 4)
+    once.loss(model, torch.arange(n), step_generator(0, 0), torch.device("cpu"))
+    assert torch.equal(seen[-1], labels)  # repeats 1: the items are the tiles, in order, as before the option
+    with pytest.raises(ValueError):
+        DenoiserLossConfig(labelled_repeats=0)

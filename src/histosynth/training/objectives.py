@@ -27,6 +27,9 @@ class DenoiserLossConfig(BaseModel):
     condition_dropout: float = Field(0.1, ge=0, le=1)
     #: Min-SNR-gamma loss weighting (Hang et al. 2023; diffusers' ``compute_snr``); None = plain MSE.
     snr_gamma: float | None = Field(None, gt=0)
+    #: Times each labelled tile enters an epoch (unlabelled ones: once). Semi-supervised fine-tunes, where
+    #: ~90% of the tiles are unlabelled, use it so the few labelled tiles teach the class conditioning.
+    labelled_repeats: int = Field(1, ge=1)
 
 
 class EmbeddingDenoiserLossConfig(DenoiserLossConfig):
@@ -94,7 +97,8 @@ class DenoiserObjective:
     8 dihedral transforms (N,8,C,h,w) (or the first V of them, (N,V,C,h,w)); one variant is drawn
     per sample and per step, and the mask fractions are transformed the same way. ``embeddings``
     (N,V,D), only for an embedding denoiser, are the tile embeddings of the same variants; they are
-    dropped to the null embedding with ``settings.embedding_dropout``.
+    dropped to the null embedding with ``settings.embedding_dropout``. With ``settings.labelled_repeats`` k > 1
+    an epoch holds every labelled tile k times (item ``N + j`` is the j-th labelled tile again).
     """
 
     latent_mean: torch.Tensor
@@ -108,10 +112,16 @@ class DenoiserObjective:
     settings: DenoiserLossConfig
     embeddings: torch.Tensor | None = None
 
+    def __post_init__(self) -> None:
+        labelled = torch.nonzero(self.labels != self.null_label).flatten()
+        extra = labelled.repeat(self.settings.labelled_repeats - 1)
+        self._items = torch.cat([torch.arange(len(self.labels)), extra])  # epoch item -> tile
+
     def num_items(self) -> int:
-        return len(self.labels)
+        return len(self._items)
 
     def loss(self, model, indices, generator, device):
+        indices = self._items[indices]
         n = len(indices)
         z, ks = sample_scaled_latents(self.latent_mean, self.latent_logvar, indices, self.shift, self.scale, generator)
         fractions = _random_dihedral(self.fractions[indices], ks)
