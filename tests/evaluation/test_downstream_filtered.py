@@ -126,14 +126,22 @@ def test_filtered_runs_score_the_pool_with_the_subsets_own_real_model(real: Path
     by_mode = {(r.arm, r.mode): r for r in runs}
     filtered = by_mode[("synthetic", "filtered")]
     assert filtered.n_synthetic == by_mode[("synthetic", "balanced")].n_synthetic == counts["Polyp"] - counts["Normal"]
-    # real, balanced, the scorer (the subset alone), filtered, extra real
-    assert trained == [len(subset), len(subset) + filtered.n_synthetic, len(subset),
-                       len(subset) + filtered.n_synthetic, len(subset) + by_mode[("extra-real", "balanced")].n_extra]
+    # real (also the filter's scorer), balanced, filtered, extra real: the real-only model is not trained twice
+    assert trained == [len(subset), len(subset) + filtered.n_synthetic, len(subset) + filtered.n_synthetic,
+                       len(subset) + by_mode[("extra-real", "balanced")].n_extra]
     inside = {r.id for r in subset}
     assert len(scored) == 1 and {rows[i]["mask_source"][len("train:"):] for i in scored[0]} == inside
     normal_rounds = sorted((int(rows[i]["id"][-1]) for i in scored[0] if rows[i]["label"] == "Normal"), reverse=True)
     assert sorted((int(rows[i]["id"][-1]) for i in picked[-1]), reverse=True) == normal_rounds[:filtered.n_synthetic]
     assert normal_rounds[:filtered.n_synthetic] != sorted(normal_rounds)[:filtered.n_synthetic]  # the pick mattered
+    # resumed without the real run in this call: the scorer is the real arm retrained on the subset alone
+    runs_path = tmp_path / "runs.jsonl"
+    runs_path.write_text("".join(line + "\n" for line in runs_path.read_text().splitlines()
+                                 if '"filtered"' not in line))
+    trained.clear()
+    picked_before = picked[-1]
+    run_downstream(real, folder, config, runs_path)
+    assert trained == [len(subset), len(subset) + filtered.n_synthetic] and picked[-1] == picked_before
     summary = summarise(runs)
     assert "synthetic filtered" in {cell_name(row) for row in summary}
     assert "50% + synthetic filtered" in size_series(summary)

@@ -212,7 +212,7 @@ def run_downstream(
     _check_resumable(done, config, results_path)
     finished = {(r.cell, r.seed) for r in done}
     loaded: _Synthetic | None = None
-    real_models: dict[tuple[float, int], torch.nn.Module] = {}  # the filter's scorer, trained once per subset
+    scorer: tuple[tuple[float, int], torch.nn.Module] | None = None  # filtered mode's real-only model, per subset
     for fraction in config.fractions:
         for seed in range(config.seeds):
             todo = [c for c in conditions(config, fraction) if ((fraction, *c), seed) not in finished]
@@ -234,22 +234,20 @@ def run_downstream(
                     rng = np.random.default_rng([seed, rounds, int(fraction * 1000), int(mode == "balanced")])
                     agreement = None
                     if mode == "filtered":
-                        if (fraction, seed) not in real_models:  # the real arm's run, retrained (it is deterministic)
-                            subset_idx = torch.tensor([index_of[r.id] for r in subset], dtype=torch.long)
-                            subset_targets = (train_all.masks[subset_idx].long() if task == "segmentation"
-                                              else train_all.labels[subset_idx])
-                            real_models = {(fraction, seed): _train(config, train_all.images[subset_idx],
-                                                                    subset_targets, num_classes, seed, True,
-                                                                    _select(config, val, labels), device)}
+                        if scorer is None or scorer[0] != (fraction, seed):  # the real arm's run, retrained when
+                            # it finished in an earlier call (it is deterministic); the subset alone: no extra tiles
+                            scorer = ((fraction, seed), _train(config, images, targets, num_classes, seed, True,
+                                                               _select(config, val, labels), device))
                         candidates = synthetic_candidates(subset, loaded.records, loaded.paired)
-                        agreement = _agreement(task, real_models[(fraction, seed)], loaded.tensors, candidates,
-                                               config, len(labels))
+                        agreement = _agreement(task, scorer[1], loaded.tensors, candidates, config, len(labels))
                     picks = pick_synthetic(subset, loaded.records, mode, rounds, loaded.paired, rng, agreement)
                     more_images, more_targets = _synthetic_tensors(loaded.tensors, picks, task, len(labels))
                     images, targets = torch.cat([images, more_images]), torch.cat([targets, more_targets])
                     n_synth, generator = len(more_images), loaded.generator
                 model = _train(config, images, targets, num_classes, seed, arm != "real-noaug",
                                _select(config, val, labels), device)
+                if arm == "real":
+                    scorer = ((fraction, seed), model)  # a later filtered run of this subset scores with it
                 val_score = _score(task, model, val, config, labels)[0]
                 test_score, per_class = _score(task, model, test, config, labels, per_class=True)
                 run = DownstreamRun(fraction, rounds, seed, len(subset), n_synth, val_score, test_score,
