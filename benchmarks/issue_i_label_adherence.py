@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -58,7 +59,15 @@ def score(judge: torch.nn.Module, manifest: TileManifest, tile_size: int, labels
     predicted, target = predict_labels(judge, tiles.images[known]), tiles.labels[known].numpy()
     return {"n": int(known.sum()), "balanced": balanced_accuracy(predicted, target),
             "per_class": recall_per_class(predicted, target, labels),
+            "called_as": called_as(predicted, target, labels),
             "count_per_class": {labels[c]: int((target == c).sum()) for c in sorted(set(target.tolist()))}}
+
+
+def called_as(predicted: np.ndarray, target: np.ndarray, labels: list[str]) -> dict[str, dict[str, float]]:
+    """For each conditioning class, the share of its tiles the judge gives each class (rows of a confusion matrix)."""
+    return {labels[c]: {labels[p]: float((predicted[target == c] == p).mean())
+                        for p in sorted(set(predicted[target == c].tolist()))}
+            for c in sorted(set(target.tolist()))}
 
 
 def run(args: argparse.Namespace, command: str) -> dict:

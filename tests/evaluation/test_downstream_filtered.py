@@ -173,6 +173,9 @@ def test_label_adherence_judges_synthetic_tiles_as_it_judges_real_ones(real: Pat
     assert copies["n"] == 2 * result["real test"]["n"] == 2 * len(test)
     assert copies["generators"] == ["g0", "g1"]
     assert result["synthetic"]["copies, seed 1"]["n"] == len(test)
+    for label, row in copies["called_as"].items():  # rows of the confusion matrix: sum to 1, diagonal is recall
+        assert sum(row.values()) == pytest.approx(1.0)
+        assert row.get(label, 0.0) == pytest.approx(copies["per_class"][label])
     assert "| copies |" in capsys.readouterr().out
 
     def no_training(*args, **kwargs):
