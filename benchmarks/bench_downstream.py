@@ -65,6 +65,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=DEFAULTS.steps, help="sampling steps")
     parser.add_argument("--guidance", type=float, default=DEFAULTS.guidance)
     parser.add_argument("--sampler", choices=SAMPLERS, default=DEFAULTS.sampler)
+    parser.add_argument("--strength", type=float, default=DEFAULTS.strength,
+                        help="below 1: each synthetic tile is an SDEdit variation of its source tile (the share of "
+                             "the schedule run from it noised); 1 = from pure noise")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0, help="base sampling seed")
     parser.add_argument("--out", default="bench_out/downstream")

@@ -132,13 +132,14 @@ def generate_from_train(model: LatentDiffusionModel, train: TileTensors, items: 
     """Generate (or resume) each (tile id, train index, seed) from that train tile's label and mask.
 
     Uses ``args.steps``, ``args.guidance``, ``args.sampler``, ``args.batch``, ``args.device`` and, when
-    present, ``args.guidance_interval``, ``args.precision`` and ``args.feature_reuse``.
+    present, ``args.guidance_interval``, ``args.precision``, ``args.feature_reuse`` and ``args.strength`` (below
+    1: SDEdit from the train tile itself).
     """
     interval = getattr(args, "guidance_interval", "0,1")
     settings = SamplingSettings(steps=args.steps, guidance=args.guidance, sampler=args.sampler, batch_size=args.batch,
                                 guidance_interval=tuple(float(v) for v in str(interval).split(",")),
                                 precision=getattr(args, "precision", "float32"),
-                                feature_reuse=getattr(args, "feature_reuse", 1))
+                                feature_reuse=getattr(args, "feature_reuse", 1), strength=getattr(args, "strength", 1.0))
     sampler = TileSampler(model, settings, args.device)
     settings = sampler.settings  # precision resolved
     identity, labels = model.identity, model.classes.labels
@@ -151,7 +152,9 @@ def generate_from_train(model: LatentDiffusionModel, train: TileTensors, items: 
 
     def make(batch: list[tuple[SyntheticRow, int]]) -> list[tuple[np.ndarray, np.ndarray]]:
         masks = [train.masks[j].numpy() for _, j in batch]
-        images = sampler.sample([int(train.labels[j]) for _, j in batch], masks, [row.seed for row, _ in batch])
+        references = train.images[[j for _, j in batch]].permute(0, 2, 3, 1).numpy()
+        images = sampler.sample([int(train.labels[j]) for _, j in batch], masks, [row.seed for row, _ in batch],
+                                references=references if settings.strength < 1 else None)
         return list(zip(images, masks))
 
     # a resumed folder must hold exactly these tiles: another model, settings or conditioning is one line

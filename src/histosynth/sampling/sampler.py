@@ -25,6 +25,7 @@ from histosynth.models.denoiser import DenoiserConfig
 from histosynth.models.pipeline import LatentDiffusionModel
 from histosynth.sampling.feature_cache import FeatureReuse, check_reusable
 from histosynth.sampling.settings import STOCHASTIC_SAMPLERS, SamplerName, SamplingSettings, check_sampler
+from histosynth.training.tensors import to_unit_range
 
 __all__ = ["GuidedDenoiser", "SamplerName", "SamplingSettings", "TileSampler", "build_scheduler"]
 
@@ -160,19 +161,33 @@ class TileSampler:
     @torch.inference_mode()
     def denoise(self, latents: torch.Tensor, labels: torch.Tensor, fractions: torch.Tensor,
                 on_step: Callable[[], None] | None = None, embeddings: torch.Tensor | None = None,
-                prototypes: torch.Tensor | None = None, seeds: Sequence[int] | None = None) -> torch.Tensor:
+                prototypes: torch.Tensor | None = None, seeds: Sequence[int] | None = None,
+                start: torch.Tensor | None = None) -> torch.Tensor:
         """Run the reverse process from ``latents`` (already noise) with batched CFG.
 
         ``embeddings`` (N, D) condition an embedding denoiser; ``prototypes`` (N,) ids are the classifier
         guidance targets (used when ``settings.prototype_guidance`` is not 0); ``seeds`` (one per tile) draw
-        the step noise of a stochastic sampler.
+        the step noise of a stochastic sampler. With ``settings.strength`` below 1, ``start`` (N latents of
+        reference tiles) is noised with ``latents`` to the level where the last ``strength`` of the schedule
+        begins, and only those steps run (SDEdit).
         """
         stochastic = self.settings.sampler in STOCHASTIC_SAMPLERS
         if stochastic and (seeds is None or len(seeds) != len(latents)):
             raise ValueError(f"sampler {self.settings.sampler} needs one seed per tile")
         scheduler = build_scheduler(self.model, self.settings.sampler)
         scheduler.set_timesteps(self.settings.steps, device=self.device)
-        latents = latents.to(self.device) * scheduler.init_noise_sigma
+        timesteps = scheduler.timesteps
+        if self.settings.strength < 1:
+            if start is None or start.shape != latents.shape:
+                raise ValueError("strength below 1 needs the reference tiles' latents, one per tile")
+            skip = len(timesteps) - max(1, round(len(timesteps) * self.settings.strength))
+            timesteps = timesteps[skip:]
+            if hasattr(scheduler, "set_begin_index"):  # multistep solvers count steps from where they begin
+                scheduler.set_begin_index(skip)
+            latents = scheduler.add_noise(start.to(self.device), latents.to(self.device),
+                                          timesteps[:1].repeat(len(latents)))
+        else:
+            latents = latents.to(self.device) * scheduler.init_noise_sigma
         precision = self.settings.precision
         denoiser = self.model.denoiser
         reuse = self.feature_reuse = None
@@ -185,7 +200,7 @@ class TileSampler:
         labels, fractions = labels.to(self.device), fractions.to(self.device)
         extra = {} if embeddings is None else {"embeddings": embeddings.to(self.device, torch.float32)}
         steer = self._classifier_guidance(scheduler, prototypes)
-        for i, t in enumerate(scheduler.timesteps):
+        for i, t in enumerate(timesteps):
             model = guided if low <= float(t) / total <= high else unguided
             if reuse is not None:
                 reuse.begin_step(i)
@@ -217,11 +232,12 @@ class TileSampler:
 
     def sample(self, labels: Sequence[int], masks: Sequence[np.ndarray | None], seeds: Sequence[int],
                on_step: Callable[[], None] | None = None, embeddings: np.ndarray | torch.Tensor | None = None,
-               prototypes: Sequence[int] | None = None) -> np.ndarray:
+               prototypes: Sequence[int] | None = None, references: np.ndarray | None = None) -> np.ndarray:
         """Generate one tile per (label, mask, seed); returns uint8 N x H x W x 3.
 
         A ``None`` mask is "mask unknown" (all-zero fractions); a label may be the null class.
-        ``embeddings`` (N, D) and ``prototypes`` (N ids) are the optional extra conditions.
+        ``embeddings`` (N, D) and ``prototypes`` (N ids) are the optional extra conditions; ``references``
+        (uint8 N x H x W x 3) are the tiles a run with ``settings.strength`` below 1 starts from.
         """
         if not len(labels) == len(masks) == len(seeds):
             raise ValueError("labels, masks and seeds must have the same length")
@@ -240,9 +256,20 @@ class TileSampler:
                                  f"({len(labels)}, {self.model.denoiser.config.embedding_dim})")
         if prototypes is not None:
             prototypes = self._check_prototypes(prototypes, len(labels))
+        start = None if self.settings.strength == 1 else self.encode_references(references, len(labels))
         latents = self.denoise(self.initial_noise(seeds), torch.tensor(list(labels)), fractions, on_step,
-                               embeddings, prototypes, seeds=seeds)
+                               embeddings, prototypes, seeds=seeds, start=start)
         return self.decode(latents)
+
+    def encode_references(self, references: np.ndarray | None, n: int) -> torch.Tensor:
+        """Reference tiles (uint8 N x H x W x 3, tile-sized) -> the latents SDEdit starts from."""
+        size = self.tile_size
+        if references is None or np.shape(references) != (n, size, size, 3):
+            shape = None if references is None else tuple(np.shape(references))
+            raise InputError(f"strength below 1 needs {n} reference tiles of {size}x{size}x3; got {shape}")
+        images = to_unit_range(torch.from_numpy(np.ascontiguousarray(references)).permute(0, 3, 1, 2))
+        device = next(self.model.autoencoder.parameters()).device
+        return self.model.encode(images.to(device))
 
     def _check_prototypes(self, prototypes: Sequence[int], n: int) -> torch.Tensor:
         if len(prototypes) != n:

@@ -70,6 +70,10 @@ class SamplingSettings(BaseModel):
     #: path (:mod:`histosynth.sampling.feature_cache`, which states the schedule). Approximate and faster; 1 (the
     #: default) = off, the exact path.
     feature_reuse: int = Field(1, ge=1, le=MAX_FEATURE_REUSE, strict=True)
+    #: SDEdit (Meng et al. 2022): the fraction of the schedule run, starting from a reference tile's latents noised
+    #: to that level; 1 (the default) starts from pure noise and takes no reference. Lower keeps more of the
+    #: reference (its layout and class look), higher draws more freely.
+    strength: float = Field(1.0, gt=0.0, le=1.0)
 
     def __init__(self, **values: Any) -> None:
         try:
@@ -96,11 +100,13 @@ class SamplingSettings(BaseModel):
     @property
     def sampler_record(self) -> str:
         """The manifest's ``sampler`` column: the sampler, with ``+bf16`` when the denoiser ran in bfloat16 and
-        ``+reuseN`` when it reused deep features for N - 1 of every N steps (``feature_reuse``)."""
+        ``+reuseN`` when it reused deep features for N - 1 of every N steps (``feature_reuse``) and ``+sdeditS``
+        when it started from reference tiles at strength S."""
         if self.precision == "auto":
             raise ValueError("resolve the precision for a device before recording it")
         return (self.sampler + ("+bf16" if self.precision == "bfloat16" else "")
-                + (f"+reuse{self.feature_reuse}" if self.feature_reuse > 1 else ""))
+                + (f"+reuse{self.feature_reuse}" if self.feature_reuse > 1 else "")
+                + (f"+sdedit{self.strength:g}" if self.strength < 1 else ""))
 
     @property
     def guidance_record(self) -> float | str:
