@@ -152,9 +152,10 @@ def generate_from_train(model: LatentDiffusionModel, train: TileTensors, items: 
 
     def make(batch: list[tuple[SyntheticRow, int]]) -> list[tuple[np.ndarray, np.ndarray]]:
         masks = [train.masks[j].numpy() for _, j in batch]
-        references = train.images[[j for _, j in batch]].permute(0, 2, 3, 1).numpy()
+        references = (train.images[[j for _, j in batch]].permute(0, 2, 3, 1).numpy() if settings.strength < 1
+                      else None)
         images = sampler.sample([int(train.labels[j]) for _, j in batch], masks, [row.seed for row, _ in batch],
-                                references=references if settings.strength < 1 else None)
+                                references=references)
         return list(zip(images, masks))
 
     # a resumed folder must hold exactly these tiles: another model, settings or conditioning is one line
