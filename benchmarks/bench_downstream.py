@@ -41,6 +41,7 @@ from histosynth.evaluation.downstream_summary import cell_name  # noqa: E402
 from histosynth.io import write_json  # noqa: E402
 from histosynth.models.pipeline import LatentDiffusionModel  # noqa: E402
 from histosynth.sampling.settings import SAMPLERS, SamplingSettings  # noqa: E402
+from histosynth.sampling.variations import plan_variations  # noqa: E402
 from histosynth.training.tensors import load_tile_tensors  # noqa: E402
 
 DEFAULTS = SamplingSettings()
@@ -57,7 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--modes", default="rounds", help="comma-separated: rounds, balanced, filtered")
     parser.add_argument("--filter-pool", type=int, default=2,
                         help="filtered mode: synthetic tiles made per tile the balanced top-up keeps")
-    parser.add_argument("--arms", default="real,synthetic", help="of real, real-noaug, synthetic, extra-real")
+    parser.add_argument("--arms", default="real,synthetic", help="of real, real-noaug, synthetic, pseudo-label, extra-real")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--train-steps", type=int, default=400)
     parser.add_argument("--size", type=int, default=96, help="px the small models train at")
@@ -98,8 +99,7 @@ def generate(args: argparse.Namespace, model_path: str, subsets: list[list[TileR
     train = load_tile_tensors(train_m, model.autoencoder_config.tile_size)
     index_of = {tile_id: i for i, tile_id in enumerate(train.ids)}
     sources = [index_of[t] for t in sorted(need, key=index_of.get) if bool(train.mask_known[index_of[t]])]
-    items = [(f"{train.ids[j]}__r{k}", j, args.seed + k * len(train) + j)
-             for k in range(max(need.values(), default=0)) for j in sources if k < need[train.ids[j]]]
+    items = plan_variations(train, need, args.seed, sources)
     print(f"{model_path}: {len(sources)} real tiles, {len(items)} synthetic tiles to hold in {folder}", flush=True)
     generate_from_train(model, train, items, args, folder)
     return len(items)

@@ -62,8 +62,8 @@ from histosynth.evaluation.segmentation import (  # noqa: E402
 )
 from histosynth.io import atomic_open, write_json  # noqa: E402
 from histosynth.models.pipeline import LatentDiffusionModel  # noqa: E402
-from histosynth.sampling.sampler import SamplingSettings, TileSampler  # noqa: E402
-from histosynth.sampling.writer import SyntheticRow, write_dataset  # noqa: E402
+from histosynth.sampling.sampler import SamplingSettings  # noqa: E402
+from histosynth.sampling.variations import generate_variations  # noqa: E402
 from histosynth.training.tensors import TileTensors, load_tile_tensors, to_unit_range  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ebhi-seg" / "manifest.csv"
@@ -129,7 +129,8 @@ def generate(model: LatentDiffusionModel, train: TileTensors, picks: np.ndarray,
 
 def generate_from_train(model: LatentDiffusionModel, train: TileTensors, items: list[tuple[str, int, int]],
                         args: argparse.Namespace, folder: Path) -> list[str]:
-    """Generate (or resume) each (tile id, train index, seed) from that train tile's label and mask.
+    """Generate (or resume) each (tile id, train index, seed) from that train tile's label and mask
+    (:func:`histosynth.sampling.variations.generate_variations`).
 
     Uses ``args.steps``, ``args.guidance``, ``args.sampler``, ``args.batch``, ``args.device`` and, when
     present, ``args.guidance_interval``, ``args.precision``, ``args.feature_reuse`` and ``args.strength`` (below
@@ -140,29 +141,11 @@ def generate_from_train(model: LatentDiffusionModel, train: TileTensors, items: 
                                 guidance_interval=tuple(float(v) for v in str(interval).split(",")),
                                 precision=getattr(args, "precision", "float32"),
                                 feature_reuse=getattr(args, "feature_reuse", 1), strength=getattr(args, "strength", 1.0))
-    sampler = TileSampler(model, settings, args.device)
-    settings = sampler.settings  # precision resolved
-    identity, labels = model.identity, model.classes.labels
-    planned = []
-    for tile_id, j, seed in items:
-        label = int(train.labels[j])
-        planned.append((SyntheticRow.of(tile_id, label=labels[label] if label < len(labels) else "", seed=seed,
-                                        model=identity, sampler=settings.sampler_record, steps=args.steps,
-                                        guidance=settings.guidance_record, mask_source=f"train:{train.ids[j]}"), j))
-
-    def make(batch: list[tuple[SyntheticRow, int]]) -> list[tuple[np.ndarray, np.ndarray]]:
-        masks = [train.masks[j].numpy() for _, j in batch]
-        references = (train.images[[j for _, j in batch]].permute(0, 2, 3, 1).numpy() if settings.strength < 1
-                      else None)
-        images = sampler.sample([int(train.labels[j]) for _, j in batch], masks, [row.seed for row, _ in batch],
-                                references=references)
-        return list(zip(images, masks))
-
     # a resumed folder must hold exactly these tiles: another model, settings or conditioning is one line
-    result = write_dataset(folder, planned, make, tile_size=model.tile_size, batch_size=args.batch,
-                           classes=model.classes, on_tile=progress("generate", len(planned)))
+    result = generate_variations(model, train, items, settings, folder, args.device,
+                                 on_tile=progress("generate", len(items)))
     print(f"generate: {result.written} tiles made, {result.skipped_existing} were there", flush=True)
-    return [row.id for row, _ in planned]
+    return [tile_id for tile_id, _, _ in items]
 
 
 def progress(what: str, total: int, every: int = 1) -> Callable[[int], None]:

@@ -161,8 +161,10 @@ def downstream(
     rounds: str = typer.Option("0,1,2,4", "--rounds", help="Synthetic (or extra real) tiles added per real tile in "
                                "rounds mode; 0 is the real-only run."),
     arms: str = typer.Option("real,synthetic", "--arms", help="Comma-separated: real (subset only, augmented), "
-                             "real-noaug (subset only, no flips/rotations/jitter), synthetic, extra-real (real train "
-                             "tiles from outside the subset, as many as the synthetic arm adds: the upper bound)."),
+                             "real-noaug (subset only, no flips/rotations/jitter), synthetic, pseudo-label (train tiles "
+                             "from outside the subset with the real-only model's labels or masks, the most confident "
+                             "first: the semi-supervised baseline), extra-real (real train tiles from outside the "
+                             "subset, as many as the synthetic arm adds: the upper bound)."),
     modes: str = typer.Option("rounds", "--modes", help="How synthetic and extra-real arms add tiles: rounds (k per "
                               "real tile), balanced (every class up to the subset's largest class), filtered (balanced counts, each class "
                               "taking the synthetic tiles the seed's real-only model agrees with most), comma-separated."),

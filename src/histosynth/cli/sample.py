@@ -83,6 +83,16 @@ def sample(
         "prototype-classifier`), for --prototype."),
     prototype_guidance: float = typer.Option(3.0, "--prototype-guidance", min=0.0, help="Classifier guidance "
                                              "weight w of --prototype (0 = unguided)."),
+    from_manifest: Optional[Path] = typer.Option(
+        None, "--from-manifest", metavar="MANIFEST", help="Make --per-tile synthetic tiles from each labelled tile "
+        "of this manifest's --split (its class and mask; ids <tile id>__r<k>, mask_source <split>:<tile id>), e.g. "
+        "to grow a scarce labelled set. Tiles must be the model's tile size; tiles without a mask are skipped."),
+    split: str = typer.Option("train", "--split", help="Split of --from-manifest whose tiles are the sources."),
+    per_tile: int = typer.Option(1, "--per-tile", min=1, help="Synthetic tiles per source tile (--from-manifest)."),
+    strength: float = typer.Option(
+        DEFAULTS.strength, "--strength", min=0.0, max=1.0, help="SDEdit, with --from-manifest: below 1 each tile "
+        "starts from its source tile noised to where the last STRENGTH of the schedule begins (lower keeps more of "
+        "the source; the sampler column records +sdeditS). 1 starts from pure noise."),
 ) -> None:
     """Generate class- and mask-conditioned tiles with their masks (resumes an interrupted run)."""
     from histosynth.checks import check_device
@@ -92,6 +102,19 @@ def sample(
     from histosynth.sampling.settings import check_sampler
 
     check_sampler(sampler)
+    if from_manifest is None and strength < 1:
+        raise InputError("--strength below 1 needs source tiles to start from: give --from-manifest")
+    if from_manifest is not None:
+        others = [f"--{p.replace('_', '-')}" for p in ("label", "masks", "like", "prototype", "ray", "n")
+                  if _given(ctx, p)]
+        if others:
+            raise InputError(f"--from-manifest takes class and mask from each source tile: drop {', '.join(others)}")
+        from histosynth.cli.variations import sample_variations
+
+        settings = SamplingSettings(steps=steps, guidance=guidance, sampler=sampler, batch_size=batch_size,
+                                    guidance_interval=parse_interval(guidance_interval), precision=precision,
+                                    feature_reuse=feature_reuse, strength=strength)
+        return sample_variations(model, from_manifest, split, per_tile, settings, seed, device, out)
     check_request(n, seed)
     check_device(device)
     if (like is not None or prototype is not None) and guidance_interval != DEFAULTS_INTERVAL:
@@ -116,7 +139,6 @@ def sample(
             given={p for p in ("label", "masks") if _given(ctx, p)})
     from histosynth.models.pipeline import LatentDiffusionModel
     from histosynth.sampling.generate import check_output, choose_mask_source, generate_dataset
-    from histosynth.sampling.sampler import SamplingSettings
     from histosynth.sampling.writer import check_folder
     from histosynth.weights import default_model_dir
 

@@ -10,6 +10,10 @@ model on each arm of the grid and score it on the real test split:
   (every class of the subset topped up to the count of its largest class) or ``filtered`` mode (balanced
   counts, each class taking the tiles the seed's real-only model agrees with most: an oversampled pool culled
   by a model that saw only the subset, so the filter leaks nothing);
+* ``pseudo-label``: the subset + train tiles from outside it, unlabelled, with the labels (masks) the seed's
+  real-only model predicts, as many per predicted class as the synthetic arm of the same mode adds, the most
+  confident first (self-training: the semi-supervised baseline that uses the same unlabelled tiles a leak-free
+  generator learns from; rounds and balanced modes, rounds only for segmentation);
 * ``extra-real``: the subset + as many real train tiles from outside it, class by class (the upper bound).
 
 Every run trains the same number of steps (so added tiles add data, not compute). ``checkpoint="last"``
@@ -41,7 +45,8 @@ from histosynth.data.manifest import TileManifest, TileRecord, load_manifest
 from histosynth.errors import InputError
 from histosynth.evaluation.audit import load_synthetic
 from histosynth.evaluation.downstream_draws import (
-    Mode, Task, draw_subset, pick_extra_real, pick_synthetic, synthetic_by_source, synthetic_candidates, task_records,
+    Mode, Task, draw_subset, pick_extra_real, pick_pseudo_labelled, pick_synthetic, synthetic_by_source,
+    synthetic_candidates, task_records,
 )
 from histosynth.evaluation.downstream_runs import DownstreamRun, append_run, read_runs
 from histosynth.evaluation.downstream_summary import summarise
@@ -49,7 +54,7 @@ from histosynth.training.tensors import TileTensors, load_tile_tensors
 
 __all__ = ["DownstreamConfig", "DownstreamRun", "conditions", "run_downstream", "summarise"]
 
-Arm = Literal["real", "real-noaug", "synthetic", "extra-real"]
+Arm = Literal["real", "real-noaug", "synthetic", "pseudo-label", "extra-real"]
 
 
 class DownstreamConfig(BaseModel):
@@ -70,12 +75,14 @@ class DownstreamConfig(BaseModel):
 def conditions(config: DownstreamConfig, fraction: float) -> list[tuple[str, str, int]]:
     """(arm, mode, rounds) of every run of one subset; no extra-real runs when the subset is all of train."""
     found: list[tuple[str, str, int]] = [(arm, "rounds", 0) for arm in ("real", "real-noaug") if arm in config.arms]
-    for arm in ("synthetic", "extra-real"):
-        if arm not in config.arms or (arm == "extra-real" and fraction >= 1):
-            continue
+    for arm in ("synthetic", "pseudo-label", "extra-real"):
+        if arm not in config.arms or (arm != "synthetic" and fraction >= 1):
+            continue  # no train tile lies outside the whole split
         for mode in config.modes:
-            if arm == "extra-real" and mode == "filtered":
+            if arm != "synthetic" and mode == "filtered":
                 continue  # the same extra tiles as balanced: nothing to filter
+            if arm == "pseudo-label" and mode == "balanced" and config.task == "segmentation":
+                continue  # unlabelled tiles have no class to balance by
             found += [(arm, mode, k) for k in config.rounds if k > 0] if mode == "rounds" else [(arm, mode, 0)]
     return found
 
@@ -160,6 +167,48 @@ def _agreement(task: Task, model: torch.nn.Module, tiles: TileTensors, candidate
     return {i: float(score) for i, score in zip(candidates, scores)}
 
 
+@dataclass
+class _PseudoLabels:
+    """The real-only model's predictions on the train tiles outside a subset (indices into the train split)."""
+
+    index: list[int]
+    names: list[str | None]  # predicted class names (None throughout for segmentation)
+    confidence: np.ndarray
+    targets: torch.Tensor  # predicted class ids, or masks
+
+
+def _pseudo_labels(task: Task, model: torch.nn.Module, tiles: TileTensors, index: list[int],
+                   config: DownstreamConfig, labels: list[str]) -> _PseudoLabels:
+    images = tiles.images[torch.tensor(index, dtype=torch.long)]
+    if task == "segmentation":
+        from histosynth.evaluation.segmentation import predict_masks_with_confidence
+
+        masks, confidence = predict_masks_with_confidence(model, images, config.size)
+        return _PseudoLabels(index, [None] * len(index), confidence, masks.long())
+    from histosynth.evaluation.classification import predict_logits
+
+    chosen, predicted = predict_logits(model, images).softmax(1).max(1)
+    return _PseudoLabels(index, [labels[int(c)] for c in predicted], chosen.numpy(), predicted)
+
+
+def _pseudo_score(task: Task, pseudo: _PseudoLabels, picks: list[int], tiles: TileTensors, num_labels: int,
+                  ) -> float | None:
+    """How right the picked pseudo-labels are: accuracy against the true labels, or mean Dice against the true
+    masks where known (None when nothing is known)."""
+    index = torch.tensor([pseudo.index[i] for i in picks], dtype=torch.long)
+    chosen = torch.tensor(picks, dtype=torch.long)
+    if task == "segmentation":
+        from histosynth.evaluation.segmentation import dice_per_image
+
+        known = tiles.mask_known[index]
+        if not bool(known.any()):
+            return None
+        return float(dice_per_image(pseudo.targets[chosen][known], tiles.masks[index][known]).mean())
+    truth = tiles.labels[index]
+    known = truth < num_labels
+    return float((pseudo.targets[chosen][known] == truth[known]).float().mean()) if bool(known.any()) else None
+
+
 def _train(config: DownstreamConfig, images: torch.Tensor, targets: torch.Tensor, num_classes: int, seed: int,
            augment: bool, select: Callable | None, device: str) -> torch.nn.Module:
     if config.task == "segmentation":
@@ -173,6 +222,18 @@ def _train(config: DownstreamConfig, images: torch.Tensor, targets: torch.Tensor
     cls = ClassifierTrainConfig(size=config.size, steps=config.steps, seed=seed)
     return train_classifier(images, targets, num_classes, cls, select=select, select_every=config.select_every,
                             augment=augment, device=device)
+
+
+_Scorer = tuple[tuple[float, int], torch.nn.Module]
+
+
+def _real_only(scorer: _Scorer | None, key: tuple[float, int], config: DownstreamConfig, images: torch.Tensor,
+               targets: torch.Tensor, num_classes: int, val: TileTensors, labels: list[str], device: str) -> _Scorer:
+    """The real arm's model of subset ``key`` (fraction, seed): ``scorer`` when it is that model, else retrained
+    on ``images`` (the subset alone): training is deterministic, so this is the model of its real run."""
+    if scorer is not None and scorer[0] == key:
+        return scorer
+    return key, _train(config, images, targets, num_classes, key[1], True, _select(config, val, labels), device)
 
 
 def _select(config: DownstreamConfig, val: TileTensors, labels: list[str]) -> Callable | None:
@@ -212,7 +273,8 @@ def run_downstream(
     _check_resumable(done, config, results_path)
     finished = {(r.cell, r.seed) for r in done}
     loaded: _Synthetic | None = None
-    scorer: tuple[tuple[float, int], torch.nn.Module] | None = None  # filtered mode's real-only model, per subset
+    scorer: _Scorer | None = None  # the real-only model of the last subset (filtered mode, pseudo-labels)
+    pseudo: tuple[tuple[float, int], _PseudoLabels] | None = None  # its predictions on the tiles outside the subset
     for fraction in config.fractions:
         for seed in range(config.seeds):
             todo = [c for c in conditions(config, fraction) if ((fraction, *c), seed) not in finished]
@@ -225,7 +287,21 @@ def run_downstream(
                 real_idx = torch.tensor([index_of[r.id] for r in [*subset, *extra]], dtype=torch.long)
                 images = train_all.images[real_idx]
                 targets = train_all.masks[real_idx].long() if task == "segmentation" else train_all.labels[real_idx]
-                n_synth, generator = 0, ""
+                n_synth, n_pseudo, generator, pseudo_score = 0, 0, "", None
+                if arm == "pseudo-label":
+                    key = (fraction, seed)
+                    if pseudo is None or pseudo[0] != key:
+                        scorer = _real_only(scorer, key, config, images, targets, num_classes, val, labels, device)
+                        inside = {r.id for r in subset}
+                        outside = [i for i, r in enumerate(train_m.records) if r.id not in inside]
+                        pseudo = (key, _pseudo_labels(task, scorer[1], train_all, outside, config, labels))
+                    subset_labels = [r.label if task == "classification" else None for r in subset]
+                    picks = pick_pseudo_labelled(subset_labels, pseudo[1].names, pseudo[1].confidence, mode, rounds)
+                    taken = torch.tensor([pseudo[1].index[i] for i in picks], dtype=torch.long)
+                    images = torch.cat([images, train_all.images[taken]])
+                    targets = torch.cat([targets, pseudo[1].targets[torch.tensor(picks, dtype=torch.long)]])
+                    n_pseudo = len(picks)
+                    pseudo_score = _pseudo_score(task, pseudo[1], picks, train_all, len(labels))
                 if arm == "synthetic":
                     folder = Path(str(synthetic).format(fraction=fraction, seed=seed))
                     if loaded is None or loaded.folder != folder:
@@ -234,10 +310,8 @@ def run_downstream(
                     rng = np.random.default_rng([seed, rounds, int(fraction * 1000), int(mode == "balanced")])
                     agreement = None
                     if mode == "filtered":
-                        if scorer is None or scorer[0] != (fraction, seed):  # the real arm's run, retrained when
-                            # it finished in an earlier call (it is deterministic); the subset alone: no extra tiles
-                            scorer = ((fraction, seed), _train(config, images, targets, num_classes, seed, True,
-                                                               _select(config, val, labels), device))
+                        scorer = _real_only(scorer, (fraction, seed), config, images, targets, num_classes, val,
+                                            labels, device)
                         candidates = synthetic_candidates(subset, loaded.records, loaded.paired)
                         agreement = _agreement(task, scorer[1], loaded.tensors, candidates, config, len(labels))
                     picks = pick_synthetic(subset, loaded.records, mode, rounds, loaded.paired, rng, agreement)
@@ -247,14 +321,15 @@ def run_downstream(
                 model = _train(config, images, targets, num_classes, seed, arm != "real-noaug",
                                _select(config, val, labels), device)
                 if arm == "real":
-                    scorer = ((fraction, seed), model)  # a later filtered run of this subset scores with it
+                    scorer = ((fraction, seed), model)  # a later filtered or pseudo-label run of this subset uses it
                 val_score = _score(task, model, val, config, labels)[0]
                 test_score, per_class = _score(task, model, test, config, labels, per_class=True)
                 run = DownstreamRun(fraction, rounds, seed, len(subset), n_synth, val_score, test_score,
                                     round(time.perf_counter() - started, 1), arm=arm, mode=mode,
-                                    augment=arm != "real-noaug", n_extra=len(extra), task=task, steps=config.steps,
-                                    size=config.size, checkpoint=config.checkpoint, generator=generator,
-                                    test_per_class=per_class)
+                                    augment=arm != "real-noaug", n_extra=len(extra) + n_pseudo, task=task,
+                                    steps=config.steps, size=config.size, checkpoint=config.checkpoint,
+                                    generator=generator,
+                                    test_per_class=per_class, pseudo_score=pseudo_score)
                 append_run(results_path, run)
                 done.append(run)
                 if on_run is not None:

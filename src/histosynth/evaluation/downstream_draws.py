@@ -11,12 +11,15 @@
   otherwise ("pool") they are drawn at random from the folder (by label in balanced mode).
 * Extra real tiles (the upper bound synthetic data chases): per class, as many as the synthetic tiles of
   the same mode would add, drawn from train tiles outside the subset (never val or test).
+* Pseudo-labelled tiles (the semi-supervised baseline a leak-free generator has to beat): train tiles outside
+  the subset, unlabelled, taking the label (or mask) the subset's real-only model predicts; per predicted
+  label as many as the synthetic tiles of the same mode would add, the most confident first.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import numpy as np
@@ -24,8 +27,8 @@ import numpy as np
 from histosynth.data.manifest import TileRecord
 from histosynth.data.splits import Task, draw_subset, task_records
 
-__all__ = ["Mode", "Task", "class_targets", "draw_subset", "pick_extra_real", "pick_synthetic", "synthetic_by_source",
-           "synthetic_candidates", "task_records"]
+__all__ = ["Mode", "Task", "class_targets", "draw_subset", "pick_extra_real", "pick_pseudo_labelled", "pick_synthetic",
+           "synthetic_by_source", "synthetic_candidates", "task_records"]
 
 Mode = Literal["rounds", "balanced", "filtered"]
 
@@ -77,7 +80,7 @@ def pick_synthetic(subset: Sequence[TileRecord], synth: Sequence[TileRecord], mo
             continue
         if mode == "filtered":
             pool = [i for i in synthetic_candidates(subset, synth, paired) if synth[i].label == label]
-            picks += sorted(sorted(pool, key=lambda i: (-agreement[i], i))[:need])
+            picks += _best(pool, agreement, need)
             continue
         if paired is None:
             pool = [i for i, s in enumerate(synth) if s.label == label]
@@ -87,6 +90,28 @@ def pick_synthetic(subset: Sequence[TileRecord], synth: Sequence[TileRecord], mo
         order = [q[k] for k in range(max(map(len, queues), default=0)) for q in queues if k < len(q)]
         picks += order[:need]  # round-robin: the first tile made from each source, then the second, ...
     return picks
+
+
+def _best(pool: Sequence[int], score: Mapping[int, float] | Sequence[float], need: int) -> list[int]:
+    """The ``need`` indices of ``pool`` with the highest ``score`` (ties: lower index), in index order."""
+    return sorted(sorted(pool, key=lambda i: (-score[i], i))[:need])
+
+
+def pick_pseudo_labelled(subset_labels: Sequence[str | None], predicted: Sequence[str | None],
+                         confidence: Sequence[float], mode: Mode, rounds: int) -> list[int]:
+    """Indices of the unlabelled tiles one pseudo-label run adds (see the module notes).
+
+    ``predicted`` and ``confidence`` hold the real-only model's label and its probability for each unlabelled
+    tile; a segmentation run passes ``None`` labels throughout, so rounds mode takes the ``rounds`` x subset
+    most confident masks.
+    """
+    if mode == "filtered":
+        raise ValueError("pseudo-labelled tiles come in rounds or balanced mode")
+    picks: list[int] = []
+    for label, need in sorted(class_targets(subset_labels, mode, rounds).items(), key=str):
+        if need > 0:
+            picks += _best([i for i, p in enumerate(predicted) if p == label], confidence, need)
+    return sorted(picks)
 
 
 def pick_extra_real(train: Sequence[TileRecord], subset: Sequence[TileRecord], mode: Mode, rounds: int,

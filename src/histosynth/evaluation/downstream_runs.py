@@ -11,8 +11,9 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-#: Arms of the grid: real subset only (with or without augmentation), + synthetic tiles, + extra real tiles.
-ARMS = ("real", "real-noaug", "synthetic", "extra-real")
+#: Arms of the grid: real subset only (with or without augmentation), + synthetic tiles, + unlabelled train
+#: tiles with the real-only model's labels (the semi-supervised baseline), + extra real tiles.
+ARMS = ("real", "real-noaug", "synthetic", "pseudo-label", "extra-real")
 
 
 @dataclass
@@ -28,13 +29,15 @@ class DownstreamRun:
     arm: str = ""  # one of ARMS ("" in old rows: derived from rounds)
     mode: str = "rounds"  # rounds: k per real tile; balanced: every class up to the largest
     augment: bool = True
-    n_extra: int = 0  # extra real train tiles from outside the subset (arm extra-real)
+    n_extra: int = 0  # real train tiles from outside the subset (arms extra-real and pseudo-label)
     task: str | None = None
     steps: int | None = None
     size: int | None = None
     checkpoint: str | None = None  # last: the weights after the last step; val: best on the val split (old rows)
     generator: str = ""  # the model behind the synthetic tiles (their manifest's model column)
     test_per_class: dict[str, float] = field(default_factory=dict)  # recall (classification) or Dice by tile label
+    pseudo_score: float | None = None  # arm pseudo-label: its labels' accuracy (or masks' Dice) against the truth,
+    # reported only: the run never sees the true labels of the tiles it adds
 
     def __post_init__(self) -> None:
         if not self.arm:

@@ -67,6 +67,9 @@ def summarise(runs: Sequence[DownstreamRun], baselines: Iterable[DownstreamRun] 
                           for name in classes},
             "generator": ", ".join(sorted({r.generator for r in group if r.generator})),
         })
+        pseudo = [r.pseudo_score for r in group if r.pseudo_score is not None]
+        if pseudo:
+            rows[-1]["pseudo_score"] = float(np.mean(pseudo))  # how right the pseudo-labels were (reported only)
     return rows
 
 

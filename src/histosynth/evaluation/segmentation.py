@@ -191,26 +191,38 @@ def keep_best(model: nn.Module, select: Callable, best: tuple[float, dict] | Non
     return best
 
 
-@torch.inference_mode()
 def predict_masks(model: SegmentationUNet, images: torch.Tensor, size: int, batch_size: int = 32) -> torch.Tensor:
     """Class-id masks (uint8, N,H,W) for uint8 images (N,3,H,W), at the images' own resolution.
 
     Images are resized to ``size`` as in training; logits are resized back (bilinear) before the
     threshold (one logit: > 0) or arg-max.
     """
+    return predict_masks_with_confidence(model, images, size, batch_size)[0]
+
+
+@torch.inference_mode()
+def predict_masks_with_confidence(model: SegmentationUNet, images: torch.Tensor, size: int, batch_size: int = 32,
+                                  ) -> tuple[torch.Tensor, np.ndarray]:
+    """:func:`predict_masks`, and each mask's confidence: the mean over its pixels of the predicted class's
+    probability (sigmoid or softmax), in [0.5, 1] for one logit."""
     images = torch.as_tensor(images)
     model.eval()
     device = next(model.parameters()).device
     n, _, height, width = images.shape
     out = torch.empty((n, height, width), dtype=torch.uint8)
+    confidence = np.empty(n, dtype=np.float64)
     for start in range(0, n, batch_size):
         x = resize_images(images[start:start + batch_size], size).float().div(127.5).sub(1)
-        logits = model(x.to(device))
+        logits = model(x.to(device)).float()
         if logits.shape[-2:] != (height, width):
             logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
-        pred = logits[:, 0] > 0 if logits.shape[1] == 1 else logits.argmax(dim=1)
+        if logits.shape[1] == 1:
+            pred, chosen = logits[:, 0] > 0, torch.sigmoid(logits[:, 0].abs())
+        else:
+            chosen, pred = logits.softmax(dim=1).max(dim=1)
         out[start:start + batch_size] = pred.to(torch.uint8).cpu()
-    return out
+        confidence[start:start + len(x)] = chosen.flatten(1).mean(dim=1).cpu().numpy()
+    return out, confidence
 
 
 def dice_per_image(pred: ArrayLike, target: ArrayLike, foreground_class: int = 1) -> np.ndarray:
