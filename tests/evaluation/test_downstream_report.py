@@ -52,6 +52,8 @@ def _runs(task: str) -> list[DownstreamRun]:
         runs.append(DownstreamRun(0.1, 0, seed, 10, 12, 0, base + 0.05, 1, arm="synthetic", mode="balanced",
                                   generator="gen-a", test_per_class={"Normal": 0.6, "Polyp": 0.5}, **common))
         runs.append(DownstreamRun(1.0, 0, seed, 100, 0, 0, 0.7, 1, arm="real", **common))
+        runs.append(DownstreamRun(0.1, 4, seed, 10, 0, 0, base + 0.01, 1, arm="pseudo-label", n_extra=40,
+                                  pseudo_score=0.6 + 0.1 * seed, **common))
     return runs
 
 
@@ -66,6 +68,9 @@ def test_summarise_script_prints_gains_and_rare_class_recall_and_draws_each_task
     text = capsys.readouterr().out
     assert "| 0.1 | synthetic balanced | 10 + 12 + 0 | 0.500 +- 0.050 | +0.050 +- 0.000 (3 of 3 gained) | 3 |" in text
     assert "| 0.1 | synthetic balanced | 0.600 |" in text and "generator gen-a" in text
+    assert "| 0.1 | pseudo-label x4 | 10 + 0 + 40 | " in text
+    assert "labels against the truth, mean over seeds): pseudo-label x4 0.700" in text  # accuracy
+    assert "Dice of the added tiles' labels" in text  # the segmentation file's line
     for task in ("classification", "segmentation"):
         drawn = (tmp_path / f"downstream_{task}.svg").read_text()
         assert "real only" in drawn and "10% + synthetic balanced" in drawn
