@@ -74,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(markdown_rows(runs, everything)))
         pseudo = [f"{cell_name(row)} {row['pseudo_score']:.3f}" for row in summarise(runs) if "pseudo_score" in row]
         if pseudo:
-            print(f"\nPseudo-labels right ({'accuracy' if 'classification' in tasks else 'Dice'} of the added tiles' "
-                  f"labels against the truth, mean over seeds): {', '.join(pseudo)}")
+            what = "accuracy of the added tiles' labels" if "classification" in tasks else "Dice of the added masks"
+            print(f"\nPseudo-labels right ({what} against the truth, mean over seeds): {', '.join(pseudo)}")
         names, rows = class_rows(runs, [c.strip() for c in args.classes.split(",") if c.strip()] or None)
         if rows:
             print(f"\nPer-class test score ({'recall' if 'classification' in tasks else 'Dice by tile class'}, "
