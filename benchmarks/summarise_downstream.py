@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         print("| real fraction | arm | real + synthetic + extra real | test | paired gain vs real only | seeds |")
         print("|---|---|---|---|---|---|")
         print("\n".join(markdown_rows(runs, everything)))
-        pseudo = [f"{cell_name(row)} {row['pseudo_score']:.3f}" for row in summarise(runs) if "pseudo_score" in row]
+        pseudo = [f"{row['fraction']:g} {cell_name(row)} {row['pseudo_score']:.3f}" for row in summarise(runs) if "pseudo_score" in row]
         if pseudo:
             what = "accuracy of the added tiles' labels" if "classification" in tasks else "Dice of the added masks"
             print(f"\nPseudo-labels right ({what} against the truth, mean over seeds): {', '.join(pseudo)}")

@@ -69,7 +69,7 @@ def test_summarise_script_prints_gains_and_rare_class_recall_and_draws_each_task
     assert "| 0.1 | synthetic balanced | 10 + 12 + 0 | 0.500 +- 0.050 | +0.050 +- 0.000 (3 of 3 gained) | 3 |" in text
     assert "| 0.1 | synthetic balanced | 0.600 |" in text and "generator gen-a" in text
     assert "| 0.1 | pseudo-label x4 | 10 + 0 + 40 | " in text
-    assert "(accuracy of the added tiles' labels against the truth, mean over seeds): pseudo-label x4 0.700" in text
+    assert "(accuracy of the added tiles' labels against the truth, mean over seeds): 0.1 pseudo-label x4 0.700" in text
     assert "(Dice of the added masks against the truth" in text  # the segmentation file's line
     for task in ("classification", "segmentation"):
         drawn = (tmp_path / f"downstream_{task}.svg").read_text()
