@@ -84,8 +84,9 @@ def test_low_strength_stays_closer_to_the_source_than_noise(tiny_model_dir: Path
 def test_bad_requests_are_one_line(tiny_model_dir: Path, sources: Path, tmp_path: Path, make_tile_dataset,
                                    capsys) -> None:
     base = ["sample", "--model", str(tiny_model_dir), "--steps", "2", "--out", str(tmp_path / "o")]
-    code, _, err = run_cli([*base, "--strength", "0.5"], capsys)
-    assert code == 2 and "--from-manifest" in err
+    for alone in (["--strength", "0.5"], ["--per-tile", "3"], ["--split", "val"]):
+        code, _, err = run_cli([*base, *alone], capsys)
+        assert code == 2 and "give --from-manifest" in err
     code, _, err = run_cli([*base, "--from-manifest", str(sources), "--label", "Polyp"], capsys)
     assert code == 2 and "drop --label" in err
     code, _, err = run_cli([*base, "--from-manifest", str(sources), "--split", "test"], capsys)

@@ -165,7 +165,7 @@ def downstream(
                              "from outside the subset with the real-only model's labels or masks, the most confident "
                              "first: the semi-supervised baseline), extra-real (real train tiles from outside the "
                              "subset, as many as the synthetic arm adds: the upper bound)."),
-    modes: str = typer.Option("rounds", "--modes", help="How synthetic and extra-real arms add tiles: rounds (k per "
+    modes: str = typer.Option("rounds", "--modes", help="How synthetic, pseudo-label and extra-real arms add tiles: rounds (k per "
                               "real tile), balanced (every class up to the subset's largest class), filtered (balanced counts, each class "
                               "taking the synthetic tiles the seed's real-only model agrees with most), comma-separated."),
     seeds: int = typer.Option(5, "--seeds", min=1, help="Seeds 0..N-1; a seed draws the subset and the training seed."),

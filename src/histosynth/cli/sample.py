@@ -102,8 +102,8 @@ def sample(
     from histosynth.sampling.settings import check_sampler
 
     check_sampler(sampler)
-    if from_manifest is None and strength < 1:
-        raise InputError("--strength below 1 needs source tiles to start from: give --from-manifest")
+    if from_manifest is None and (strength < 1 or _given(ctx, "per_tile") or _given(ctx, "split")):
+        raise InputError("--strength, --per-tile and --split make tiles from source tiles: give --from-manifest")
     if from_manifest is not None:
         others = [f"--{p.replace('_', '-')}" for p in ("label", "masks", "like", "prototype", "ray", "n")
                   if _given(ctx, p)]

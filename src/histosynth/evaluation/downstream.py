@@ -176,6 +176,11 @@ class _PseudoLabels:
     confidence: np.ndarray
     targets: torch.Tensor  # predicted class ids, or masks
 
+    def tiles(self, picks: list[int], train: TileTensors) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images (from the train split's tensors) and pseudo-targets of the picked tiles."""
+        chosen = torch.tensor(picks, dtype=torch.long)
+        return train.images[torch.tensor([self.index[i] for i in picks], dtype=torch.long)], self.targets[chosen]
+
 
 def _pseudo_labels(task: Task, model: torch.nn.Module, tiles: TileTensors, index: list[int],
                    config: DownstreamConfig, labels: list[str]) -> _PseudoLabels:
@@ -297,9 +302,8 @@ def run_downstream(
                         pseudo = (key, _pseudo_labels(task, scorer[1], train_all, outside, config, labels))
                     subset_labels = [r.label if task == "classification" else None for r in subset]
                     picks = pick_pseudo_labelled(subset_labels, pseudo[1].names, pseudo[1].confidence, mode, rounds)
-                    taken = torch.tensor([pseudo[1].index[i] for i in picks], dtype=torch.long)
-                    images = torch.cat([images, train_all.images[taken]])
-                    targets = torch.cat([targets, pseudo[1].targets[torch.tensor(picks, dtype=torch.long)]])
+                    more_images, more_targets = pseudo[1].tiles(picks, train_all)
+                    images, targets = torch.cat([images, more_images]), torch.cat([targets, more_targets])
                     n_pseudo = len(picks)
                     pseudo_score = _pseudo_score(task, pseudo[1], picks, train_all, len(labels))
                 if arm == "synthetic":
@@ -328,8 +332,7 @@ def run_downstream(
                                     round(time.perf_counter() - started, 1), arm=arm, mode=mode,
                                     augment=arm != "real-noaug", n_extra=len(extra) + n_pseudo, task=task,
                                     steps=config.steps, size=config.size, checkpoint=config.checkpoint,
-                                    generator=generator,
-                                    test_per_class=per_class, pseudo_score=pseudo_score)
+                                    generator=generator, test_per_class=per_class, pseudo_score=pseudo_score)
                 append_run(results_path, run)
                 done.append(run)
                 if on_run is not None:
